@@ -1,0 +1,121 @@
+"""Per-call overhead of the Guard, and the cost of ``import llmguard``.
+
+Run with ``make bench``. Every variant calls the same ``FunctionProvider`` whose
+function returns a prebuilt response, so what is measured is llmguard's own work.
+Variants run interleaved, round after round, and each figure is the median over
+rounds of the mean per-call time inside a round: the machines here are shared and
+noisy, so compare ratios measured in the same run, not absolute figures across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+from llmguard import CallRecord, FunctionProvider, Guard, Observe, Request, Response, Usage
+
+RESPONSE = Response(text="ok", usage=Usage(input_tokens=10, output_tokens=2), model="m")
+REQUEST = Request.create(model="m", user="hello")
+
+
+async def answer(request: Request) -> Response:
+    return RESPONSE
+
+
+def variants() -> dict[str, Callable[[], Awaitable[Response]]]:
+    provider = FunctionProvider(answer)
+    sink: list[CallRecord] = []
+    quiet = logging.getLogger("llmguard.calls.bench")
+    quiet.setLevel(logging.CRITICAL)
+    bare = Guard(provider, timeout=None)
+    with_deadline = Guard(provider)
+    observe_callback = Guard(provider, [Observe(logger=quiet, callback=sink.append)], timeout=None)
+    observe_default = Guard(provider, [Observe(callback=lambda r: None)])
+
+    def direct() -> Awaitable[Response]:
+        return provider.complete(REQUEST)
+
+    def keep_sink_small() -> None:
+        if len(sink) > 10_000:
+            sink.clear()
+
+    async def observed() -> Response:
+        keep_sink_small()
+        return await observe_callback.complete(REQUEST)
+
+    return {
+        "provider called directly": direct,
+        "Guard, no layers, timeout=None": lambda: bare.complete(REQUEST),
+        "Guard, no layers, default 30 s deadline": lambda: with_deadline.complete(REQUEST),
+        "Guard + Observe (records built), timeout=None": observed,
+        "Guard + Observe + default deadline": lambda: observe_default.complete(REQUEST),
+    }
+
+
+async def measure(rounds: int, calls: int) -> dict[str, float]:
+    cases = variants()
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for name, call in cases.items():  # warm up
+        for _ in range(200):
+            await call()
+    for _ in range(rounds):
+        for name, call in cases.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                await call()
+            samples[name].append((time.perf_counter() - start) / calls * 1e6)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def import_time(code: str, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--import-runs", type=int, default=15)
+    args = parser.parse_args()
+
+    for backend in ("asyncio", "trio"):
+        results = anyio.run(measure, args.rounds, args.calls, backend=backend)
+        base = results["provider called directly"]
+        print(f"\nper-call cost on {backend}: median of {args.rounds} rounds x {args.calls} calls")
+        print(f"{'variant':50} {'µs/call':>9} {'added µs':>9} {'ratio':>7}")
+        for name, micros in results.items():
+            print(f"{name:50} {micros:9.2f} {micros - base:9.2f} {micros / base:7.2f}")
+
+    empty = import_time("pass", args.import_runs)
+    ours = import_time("import llmguard", args.import_runs)
+    heavy = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, llmguard; print([m for m in ('openai', 'redis', 'opentelemetry',"
+            " 'genai_prices') if m in sys.modules])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    print(f"\ncold start, median of {args.import_runs} runs")
+    print(f"python -c pass              {empty:8.1f} ms")
+    print(f"python -c 'import llmguard' {ours:8.1f} ms  (adds {ours - empty:.1f} ms)")
+    print(f"heavy modules loaded by import llmguard: {heavy}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""The one error tree of llmguard.
+
+Every error that llmguard raises is an ``LLMGuardError``::
+
+    LLMGuardError
+    ├── ConfigurationError          misuse, raised at construction
+    ├── ProviderError               the provider failed (status_code, retryable, retry_after)
+    │   ├── ProviderTimeout         the provider's own request timed out
+    │   ├── ProviderConnectionError the connection failed or was cut
+    │   ├── RateLimited             429
+    │   ├── MalformedResponse       the provider's answer could not be read
+    │   └── Refusal                 the model refused (a typed answer, not retried)
+    ├── DeadlineExceeded            one of llmguard's deadlines fired
+    │   └── StreamTimeout           a stream's first-token, idle or total deadline
+    ├── BudgetExceeded              a budget refused the call (scope, remaining, reset_at)
+    ├── OutputValidationError       structured output failed every attempt
+    ├── ToolError                   a tool call could not be run
+    │   └── ToolLoopLimit           the tool loop reached max_steps
+    ├── CircuitOpen                 a circuit breaker fails fast
+    ├── StoreUnavailable            a store did not answer within its bound
+    └── SyncUsageError              guard.sync called from inside a running event loop
+
+Errors carry their facts as attributes. Foreign errors (openai, redis, sqlite3) are
+translated at one boundary per provider and per store, ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+__all__ = [
+    "BudgetExceeded",
+    "CircuitOpen",
+    "ConfigurationError",
+    "DeadlineExceeded",
+    "LLMGuardError",
+    "MalformedResponse",
+    "OutputValidationError",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderTimeout",
+    "RateLimited",
+    "Refusal",
+    "StoreUnavailable",
+    "StreamTimeout",
+    "SyncUsageError",
+    "ToolError",
+    "ToolLoopLimit",
+]
+
+
+class LLMGuardError(Exception):
+    """The root of every error llmguard raises."""
+
+
+class ConfigurationError(LLMGuardError):
+    """llmguard was set up wrongly; raised when the object is built, never mid-call."""
+
+
+class SyncUsageError(LLMGuardError):
+    """A blocking ``guard.sync`` verb was called from inside a running event loop.
+
+    Blocking there would freeze the loop; ``await`` the async verb instead.
+    """
+
+
+class ProviderError(LLMGuardError):
+    """The provider failed to answer.
+
+    Attributes:
+        status_code: the HTTP status, or ``None`` when there was no HTTP answer.
+        retryable: whether trying again may succeed (timeouts, connection errors,
+            408/409/429/5xx); never for 400/401/403/404/422.
+        retry_after: seconds the provider asked us to wait, if it said.
+        request_id: the provider's request id, if it gave one.
+        provider: the provider's name.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+        request_id: str | None = None,
+        provider: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.retryable = _default_retryable(status_code) if retryable is None else retryable
+        self.retry_after = retry_after
+        self.request_id = request_id
+        self.provider = provider
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.message!r}, status_code={self.status_code!r}, "
+            f"retryable={self.retryable!r}, retry_after={self.retry_after!r})"
+        )
+
+
+def _default_retryable(status_code: int | None) -> bool:
+    if status_code is None:
+        return False
+    return status_code in (408, 409, 429) or status_code >= 500
+
+
+class ProviderTimeout(ProviderError):
+    """The provider's own request timed out (retryable)."""
+
+    def __init__(self, message: str = "the provider did not answer in time", **kw: Any) -> None:
+        kw.setdefault("retryable", True)
+        super().__init__(message, **kw)
+
+
+class ProviderConnectionError(ProviderError):
+    """The connection to the provider failed or was cut (retryable)."""
+
+    def __init__(self, message: str = "could not reach the provider", **kw: Any) -> None:
+        kw.setdefault("retryable", True)
+        super().__init__(message, **kw)
+
+
+class RateLimited(ProviderError):
+    """The provider answered 429; ``retry_after`` says how long it asked us to wait."""
+
+    def __init__(self, message: str = "rate limited by the provider", **kw: Any) -> None:
+        kw.setdefault("status_code", 429)
+        kw.setdefault("retryable", True)
+        super().__init__(message, **kw)
+
+
+class MalformedResponse(ProviderError):
+    """The provider's answer could not be read (bad JSON, bad SSE, an HTML error page)."""
+
+    def __init__(self, message: str = "the provider's answer could not be read", **kw: Any) -> None:
+        kw.setdefault("retryable", False)
+        super().__init__(message, **kw)
+
+
+class Refusal(ProviderError):
+    """The model refused to answer; ``refusal`` holds its words. Never retried."""
+
+    def __init__(self, refusal: str, **kw: Any) -> None:
+        kw.setdefault("retryable", False)
+        super().__init__(f"the model refused: {refusal}", **kw)
+        self.refusal = refusal
+
+
+class DeadlineExceeded(LLMGuardError):
+    """One of llmguard's deadlines fired.
+
+    Attributes:
+        deadline: which deadline (``"total"``, ``"first_token"``, ``"idle"``).
+        seconds: the deadline's length in seconds.
+    """
+
+    def __init__(self, deadline: str, seconds: float, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or f"the {deadline} deadline of {seconds:g} s passed; raise it with timeout= "
+            "or make the call smaller"
+        )
+        self.deadline = deadline
+        self.seconds = seconds
+
+
+class StreamTimeout(DeadlineExceeded):
+    """A stream's first-token, idle or total deadline fired; the upstream was closed."""
+
+
+class BudgetExceeded(LLMGuardError):
+    """A budget refused the call before it started.
+
+    Attributes: ``scope`` (which budget), ``limit``, ``used``, ``remaining`` (in the
+    budget's unit), ``unit`` (``"tokens"`` or ``"usd_micros"``) and ``reset_at``
+    (when the window ends, timezone-aware, or ``None`` for a budget with no window).
+    """
+
+    def __init__(
+        self,
+        *,
+        scope: str,
+        limit: int,
+        used: int,
+        remaining: int,
+        unit: str,
+        reset_at: datetime | None,
+    ) -> None:
+        when = f"; resets at {reset_at.isoformat()}" if reset_at else ""
+        super().__init__(
+            f"budget {scope!r} exceeded: {used} of {limit} {unit} used, {remaining} remaining{when}"
+        )
+        self.scope = scope
+        self.limit = limit
+        self.used = used
+        self.remaining = remaining
+        self.unit = unit
+        self.reset_at = reset_at
+
+
+class OutputValidationError(LLMGuardError):
+    """Structured output failed validation on every attempt.
+
+    ``attempts`` holds one ``(raw_text, error_text)`` pair per attempt.
+    """
+
+    def __init__(self, message: str, *, attempts: Sequence[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.attempts = tuple(attempts)
+
+
+class ToolError(LLMGuardError):
+    """A tool call could not be run (unknown tool, invalid arguments, a failure)."""
+
+
+class ToolLoopLimit(ToolError):
+    """The tool loop reached ``max_steps``; ``transcript`` holds the messages so far."""
+
+    def __init__(self, message: str, *, transcript: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.transcript = tuple(transcript)
+
+
+class CircuitOpen(LLMGuardError):
+    """A circuit breaker is open and fails fast; ``retry_at`` says when it half-opens."""
+
+    def __init__(self, name: str, *, retry_at: float | None = None) -> None:
+        super().__init__(f"circuit {name!r} is open; failing fast until it half-opens")
+        self.name = name
+        self.retry_at = retry_at
+
+
+class StoreUnavailable(LLMGuardError):
+    """A store did not answer within its bound; the cause is attached as ``__cause__``."""
+
+    def __init__(self, store: str, message: str = "did not answer") -> None:
+        super().__init__(f"store {store} is unavailable: {message}")
+        self.store = store

@@ -1,0 +1,376 @@
+"""Composing layers into one handler, recording attempts, and running one call.
+
+``compose`` chains the layers once, at construction (the stack is frozen then).
+At the bottom of every stack sits an attempt recorder: each time any layer calls
+inward to the provider, an ``Attempt`` is added to the ``CallState``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from functools import partial
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._assemble import StreamAssembler, estimate_usage
+from ._clock import Clock
+from ._context import current_context
+from ._errors import DeadlineExceeded
+from ._state import _CURRENT_CALL, Attempt, CallState
+from ._types import Request, Response, StreamEvent, TextDelta, ToolCallDelta, UsageUpdate
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from ._layer import EventStream, Handler, Layer, Provider, StreamHandler, StreamOpener
+
+__all__ = [
+    "GuardStream",
+    "GuardedEvents",
+    "compose",
+    "compose_stream",
+    "decorate_handler",
+    "run_complete",
+]
+
+_CLOSE_GRACE_S = 5.0  # bound on closing an upstream stream while being cancelled
+
+
+def compose(layers: Sequence[Layer], bottom: Handler) -> Handler:
+    """Chain ``layers`` around ``bottom``; the first layer is the outermost."""
+    handler = bottom
+    for layer in reversed(layers):
+        handler = partial(layer.complete, call_next=handler)
+    return handler
+
+
+def compose_stream(layers: Sequence[Layer], bottom: StreamHandler) -> StreamHandler:
+    """The streaming twin of ``compose``."""
+    handler = bottom
+    for layer in reversed(layers):
+        handler = partial(layer.stream, call_next=handler)
+    return handler
+
+
+class AttemptRecorder:
+    """The bottom of a stack: calls the provider and records each call as an attempt."""
+
+    __slots__ = ("_clock", "_name", "_provider")
+
+    def __init__(self, provider: Provider, clock: Clock) -> None:
+        self._provider = provider
+        self._name = provider.name
+        self._clock = clock
+
+    async def complete(self, request: Request) -> Response:
+        state = _CURRENT_CALL.get()
+        if state is None:
+            return await self._provider.complete(request)
+        now = self._clock.now
+        attempt = Attempt(provider=self._name, model=request.model, started_at=now())
+        attempts = state.attempts
+        attempts.append(attempt)
+        try:
+            response = await self._provider.complete(request)
+        except BaseException as exc:
+            attempt.ended_at = now()
+            attempt.error = type(exc).__name__
+            _drop_if_nested(attempts, attempt)
+            raise
+        attempt.ended_at = attempt.first_event_at = now()
+        attempt.usage = response.usage
+        _drop_if_nested(attempts, attempt)
+        return response
+
+    @asynccontextmanager
+    async def stream(self, request: Request) -> AsyncIterator[EventStream]:
+        state = _CURRENT_CALL.get()
+        attempt = Attempt(provider=self._name, model=request.model, started_at=self._clock.now())
+        if state is not None:
+            state.attempts.append(attempt)
+        tracked: _TrackedEvents | None = None
+        try:
+            async with self._provider.stream(request) as events:
+                tracked = _TrackedEvents(events, attempt, self._clock, request)
+                yield tracked
+        except BaseException as exc:
+            attempt.error = type(exc).__name__
+            raise
+        finally:
+            attempt.ended_at = self._clock.now()
+            if tracked is not None:
+                tracked.settle_usage()
+            if state is not None:
+                _drop_if_nested(state.attempts, attempt)
+
+
+def _drop_if_nested(attempts: list[Attempt], attempt: Attempt) -> None:
+    """A provider that is itself a guarded handler records its own attempts: keep
+    only those innermost ones, so nothing is counted twice."""
+    if attempts[-1] is not attempt:
+        for index in range(len(attempts) - 1, -1, -1):
+            if attempts[index] is attempt:
+                del attempts[index]
+                break
+
+
+class _TrackedEvents:
+    """Passes events through, noting the first event, usage and output so far."""
+
+    __slots__ = ("_assembler", "_attempt", "_clock", "_events", "_request", "_saw_usage")
+
+    def __init__(self, events: EventStream, attempt: Attempt, clock: Clock, request: Request):
+        self._events = events
+        self._attempt = attempt
+        self._clock = clock
+        self._request = request
+        self._assembler = StreamAssembler()
+        self._saw_usage = False
+
+    def __aiter__(self) -> _TrackedEvents:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        try:
+            event = await self._events.__anext__()
+        except StopAsyncIteration:
+            raise
+        except BaseException as exc:
+            self._attempt.error = type(exc).__name__
+            raise
+        kind = type(event)
+        if kind is UsageUpdate:
+            self._saw_usage = True
+            self._attempt.usage = event.usage  # type: ignore[union-attr]
+        elif kind is TextDelta or kind is ToolCallDelta:
+            if self._attempt.first_event_at is None:
+                self._attempt.first_event_at = self._clock.now()
+            self._assembler.feed(event)
+        return event
+
+    def settle_usage(self) -> None:
+        """A stream that never reported usage is charged an estimate of what it sent."""
+        if not self._saw_usage:
+            self._attempt.usage = estimate_usage(self._request, self._assembler.output_chars())
+
+
+def _new_state(request: Request | None, provider: str, clock: Clock, *, stream: bool) -> CallState:
+    return CallState(
+        call_id=CallState.new_id(),
+        context=current_context(),
+        started_at=clock.now(),
+        request=request,
+        provider=provider,
+        stream=stream,
+    )
+
+
+async def run_complete(
+    handler: Handler,
+    request: Request,
+    *,
+    provider: str,
+    clock: Clock,
+    total_s: float | None,
+) -> Response:
+    """Run one non-streaming call as its owner: open the state, apply the total deadline."""
+    state = _new_state(request, provider, clock, stream=False)
+    token = _CURRENT_CALL.set(state)
+    response: Response | None = None
+    error: BaseException | None = None
+    try:
+        if total_s is None:
+            response = await handler(request)
+        else:
+            with anyio.CancelScope(deadline=anyio.current_time() + total_s) as scope:
+                response = await handler(request)
+            if scope.cancelled_caught:
+                raise DeadlineExceeded("total", total_s)
+        assert response is not None
+        return response
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        _CURRENT_CALL.reset(token)
+        state.finish(response, error, now=clock.now())
+
+
+def decorate_handler(layers: Sequence[Layer], handler: Handler) -> Handler:
+    """Wrap a plain ``async def (Request) -> Response`` in ``layers``.
+
+    The wrapped function opens a ``CallState`` when called outside any guarded call,
+    so observe records it, and joins the open one otherwise.
+    """
+    from ._clock import AnyioClock
+    from ._providers.function import FunctionProvider
+
+    provider = FunctionProvider(handler)
+    clock = AnyioClock()
+    inner = compose(layers, AttemptRecorder(provider, clock).complete)
+
+    async def decorated(request: Request) -> Response:
+        if _CURRENT_CALL.get() is not None:
+            return await inner(request)
+        return await run_complete(inner, request, provider=provider.name, clock=clock, total_s=None)
+
+    decorated.__name__ = getattr(handler, "__name__", "decorated")
+    decorated.__qualname__ = getattr(handler, "__qualname__", decorated.__name__)
+    decorated.__doc__ = getattr(handler, "__doc__", None)
+    decorated.__wrapped__ = handler  # type: ignore[attr-defined]
+    return decorated
+
+
+class GuardedEvents:
+    """The events of a guarded stream; ``response`` is what they added up to so far."""
+
+    __slots__ = ("_assembler", "_deadline", "_events", "_timeout", "done")
+
+    def __init__(
+        self,
+        events: EventStream,
+        assembler: StreamAssembler,
+        deadline: float,
+        timeout: float | None,
+    ) -> None:
+        self._events = events
+        self._assembler = assembler
+        self._deadline = deadline
+        self._timeout = timeout
+        self.done = False
+
+    def __aiter__(self) -> GuardedEvents:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        if self._timeout is None:
+            event = await self._events.__anext__()
+        else:
+            with anyio.CancelScope(deadline=self._deadline) as scope:
+                event = await self._events.__anext__()
+            if scope.cancelled_caught:
+                raise DeadlineExceeded("total", self._timeout)
+        self._assembler.feed(event)
+        return event
+
+    @property
+    def response(self) -> Response:
+        """The response the events so far add up to (complete once the stream ended)."""
+        return self._assembler.response()
+
+
+class GuardStream:
+    """``async with guard.stream(...) as events``: entering runs every check that can
+    refuse and opens the upstream; leaving always closes it.
+
+    Iterating it bare (``async for event in guard.stream(...)``) also works, but then
+    the upstream is closed only when the stream ends or the iterator is garbage
+    collected: best-effort, so prefer ``async with``.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_events",
+        "_handler",
+        "_opener",
+        "_provider",
+        "_request",
+        "_state",
+        "_timeout",
+        "_token",
+    )
+
+    def __init__(
+        self,
+        handler: StreamHandler,
+        request: Request,
+        *,
+        provider: str,
+        clock: Clock,
+        timeout: float | None,
+    ) -> None:
+        self._handler = handler
+        self._request = request
+        self._provider = provider
+        self._clock = clock
+        self._timeout = timeout
+        self._opener: StreamOpener | None = None
+        self._events: GuardedEvents | None = None
+        self._state: CallState | None = None
+        self._token: Any = None
+
+    @property
+    def request(self) -> Request:
+        """The request this stream sends."""
+        return self._request
+
+    async def __aenter__(self) -> GuardedEvents:
+        if self._state is not None:
+            raise RuntimeError("a guard.stream(...) can be entered only once")
+        state = self._state = _new_state(self._request, self._provider, self._clock, stream=True)
+        self._token = _CURRENT_CALL.set(state)
+        timeout = self._timeout
+        deadline = math.inf if timeout is None else anyio.current_time() + timeout
+        try:
+            opener = self._handler(self._request)
+            with anyio.CancelScope(deadline=deadline) as scope:
+                events = await opener.__aenter__()
+            if scope.cancelled_caught:
+                assert timeout is not None
+                raise DeadlineExceeded("total", timeout)
+        except BaseException as exc:
+            self._end(None, exc)
+            raise
+        self._opener = opener
+        assembler = StreamAssembler(model=self._request.model, provider=self._provider)
+        self._events = GuardedEvents(events, assembler, deadline, timeout)
+        return self._events
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        opener, self._opener = self._opener, None
+        error = exc
+        try:
+            if opener is not None:
+                # Close the upstream even while this task is being cancelled.
+                with anyio.CancelScope(shield=True) as shield:
+                    shield.deadline = anyio.current_time() + _CLOSE_GRACE_S
+                    await opener.__aexit__(exc_type, exc, tb)
+        except BaseException as close_exc:
+            error = error or close_exc
+            raise
+        finally:
+            events = self._events
+            self._end(events.response if events is not None else None, error)
+        return False
+
+    def _end(self, response: Response | None, error: BaseException | None) -> None:
+        with suppress(ValueError):  # left in another context than it was entered in
+            _CURRENT_CALL.reset(self._token)
+        assert self._state is not None
+        self._state.finish(response, error, now=self._clock.now())
+
+    async def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        async with self as events:
+            async for event in events:
+                yield event
+
+
+def open_stream(
+    handler: StreamHandler,
+    request: Request,
+    *,
+    provider: str,
+    clock: Clock,
+    timeout: float | None,
+) -> AbstractAsyncContextManager[GuardedEvents]:
+    """A ``GuardStream`` (typed as the context manager it is)."""
+    return GuardStream(handler, request, provider=provider, clock=clock, timeout=timeout)

@@ -1,0 +1,156 @@
+"""Per-call state (``CallState``) and the one record per call (``CallRecord``).
+
+One ``CallState`` travels down the layer stack on a contextvar for the length of
+one call. Layers write into it (attempts, cache status, fallback taken, budget
+scope); whoever opened the call (the Guard, or the outermost decorator) finishes
+it, and observe turns it into the one ``CallRecord``. Layers never keep per-call
+data on themselves.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._context import CallContext
+from ._types import EMPTY_USAGE, Request, Response, Usage
+
+__all__ = ["Attempt", "CallRecord", "CallState", "current_call"]
+
+
+@dataclass(slots=True, kw_only=True)
+class Attempt:
+    """One call to a provider (or to the wrapped function) inside a call."""
+
+    provider: str
+    model: str
+    started_at: float
+    ended_at: float | None = None
+    first_event_at: float | None = None
+    usage: Usage = EMPTY_USAGE
+    error: str | None = None
+
+
+FinishCallback = Callable[["CallState", "Response | None", "BaseException | None"], None]
+
+
+@dataclass(slots=True, kw_only=True)
+class CallState:
+    """What happened during one call so far. Mutable; one per call, never shared.
+
+    Layers read ``request`` and ``context`` and write their facts: ``cache``
+    (``"hit"``, ``"miss"``, ``"bypass"``), ``fallback`` and ``fallback_reasons``,
+    ``budget_scopes``, ``cost_micros``, and anything of their own in ``extra``.
+    Attempts are appended by the stack itself around each provider call.
+    """
+
+    call_id: str
+    context: CallContext
+    started_at: float
+    request: Request | None = None
+    stream: bool = False
+    provider: str = ""
+    attempts: list[Attempt] = field(default_factory=list)
+    cache: str | None = None
+    fallback: str | None = None
+    fallback_reasons: list[str] = field(default_factory=list)
+    budget_scopes: list[str] = field(default_factory=list)
+    cost_micros: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    ended_at: float | None = None
+    _on_finish: list[FinishCallback] = field(default_factory=list, repr=False)
+    _finished: bool = field(default=False, repr=False)
+
+    @staticmethod
+    def new_id() -> str:
+        """A fresh random call id (16 hex characters)."""
+        return secrets.token_hex(8)
+
+    @property
+    def usage(self) -> Usage:
+        """The usage of every attempt, summed."""
+        total = EMPTY_USAGE
+        for attempt in self.attempts:
+            total = total + attempt.usage
+        return total
+
+    def on_finish(self, callback: FinishCallback) -> None:
+        """Run ``callback(state, response, error)`` once when the call ends."""
+        self._on_finish.append(callback)
+
+    def finish(self, response: Response | None, error: BaseException | None, *, now: float) -> None:
+        """End the call at ``now``: run the finish callbacks once, in the order added."""
+        if self._finished:
+            return
+        self._finished = True
+        self.ended_at = now
+        for callback in self._on_finish:
+            callback(self, response, error)
+
+
+_CURRENT_CALL: ContextVar[CallState | None] = ContextVar("llmguard_call", default=None)
+
+
+def current_call() -> CallState | None:
+    """The ``CallState`` of the call running here, or ``None`` outside a guarded call."""
+    return _CURRENT_CALL.get()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRecord:
+    """The one record of one call, built by observe from the ``CallState``.
+
+    Times are in seconds. ``prompt`` and ``completion`` are ``None`` unless the
+    ``Observe`` layer was told to include content.
+    """
+
+    call_id: str
+    provider: str
+    model: str
+    user: str | None
+    tenant: str | None
+    endpoint: str | None
+    tags: tuple[str, ...]
+    stream: bool
+    usage: Usage
+    cost_micros: int | None
+    latency_s: float
+    time_to_first_token_s: float | None
+    cache: str | None
+    attempts: int
+    fallback: str | None
+    finish_reason: str | None
+    error: str | None
+    prompt: str | None = None
+    completion: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as plain JSON-able fields (usage flattened)."""
+        return {
+            "call_id": self.call_id,
+            "provider": self.provider,
+            "model": self.model,
+            "user": self.user,
+            "tenant": self.tenant,
+            "endpoint": self.endpoint,
+            "tags": list(self.tags),
+            "stream": self.stream,
+            "input_tokens": self.usage.input_tokens,
+            "output_tokens": self.usage.output_tokens,
+            "cached_input_tokens": self.usage.cached_input_tokens,
+            "reasoning_tokens": self.usage.reasoning_tokens,
+            "usage_estimated": self.usage.estimated,
+            "cost_micros": self.cost_micros,
+            "latency_s": self.latency_s,
+            "time_to_first_token_s": self.time_to_first_token_s,
+            "cache": self.cache,
+            "attempts": self.attempts,
+            "fallback": self.fallback,
+            "finish_reason": self.finish_reason,
+            "error": self.error,
+            "prompt": self.prompt,
+            "completion": self.completion,
+        }
