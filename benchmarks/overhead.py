@@ -62,7 +62,7 @@ def variants() -> dict[str, Callable[[], Awaitable[Response]]]:
 async def measure(rounds: int, calls: int) -> dict[str, float]:
     cases = variants()
     samples: dict[str, list[float]] = {name: [] for name in cases}
-    for name, call in cases.items():  # warm up
+    for call in cases.values():  # warm up
         for _ in range(200):
             await call()
     for _ in range(rounds):

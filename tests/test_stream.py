@@ -150,6 +150,8 @@ async def test_a_cut_stream_raises_and_is_charged_for_what_it_sent() -> None:
             async for event in events:
                 got.append(event)
     assert text_of(got) == "hello world,"
+    assert events.response.usage.estimated is True  # the response agrees with the record
+    assert events.response.usage.output_tokens == 3
     assert records[0].usage.output_tokens == 3
     assert records[0].usage.estimated is True
     assert fake.streams[-1].closed
@@ -183,17 +185,19 @@ async def test_total_deadline_spans_the_whole_stream() -> None:
     assert fake.streams[-1].closed
 
 
-@pytest.mark.parametrize("anyio_backend", MOCK_TRIO)
 @pytest.mark.anyio
 async def test_time_to_first_token_is_recorded() -> None:
-    fake = FakeProvider(["abcd"], chunk_size=2, first_token_delay=2, chunk_delay=1)
-    guard = Guard(fake, [Observe()], model="m")
+    clock = llmguard.testing.ManualClock(autojump=True)
+    fake = FakeProvider(
+        ["abcd"], chunk_size=2, first_token_delay=2, chunk_delay=1, sleep=clock.sleep
+    )
+    guard = Guard(fake, [Observe()], model="m", clock=clock)
     with capture_records() as records:
         async with guard.stream(user="hi") as events:
             async for _ in events:
                 pass
     assert records[0].time_to_first_token_s == pytest.approx(2)
-    assert records[0].latency_s == pytest.approx(3)
+    assert records[0].latency_s == pytest.approx(5)  # 2 + 1 s for each of 3 later events
 
 
 @pytest.mark.anyio
@@ -212,10 +216,12 @@ async def test_a_stream_can_be_entered_only_once() -> None:
 @pytest.mark.anyio
 async def test_tool_call_deltas_assemble_into_tool_calls() -> None:
     fake = FakeProvider(
-        [FakeReply.tool_calls_of(
-            llmguard.ToolCall(id="c1", name="lookup", arguments='{"q": "x"}'),
-            llmguard.ToolCall(id="c2", name="other", arguments="{}"),
-        )],
+        [
+            FakeReply.tool_calls_of(
+                llmguard.ToolCall(id="c1", name="lookup", arguments='{"q": "x"}'),
+                llmguard.ToolCall(id="c2", name="other", arguments="{}"),
+            )
+        ],
         chunk_size=3,
     )
     guard = Guard(fake, model="m")

@@ -10,7 +10,6 @@ from trio.testing import MockClock
 import llmguard
 from llmguard import ConfigurationError, DeadlineExceeded, Invocation, around, timeout
 
-
 T = TypeVar("T")
 
 

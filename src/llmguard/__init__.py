@@ -8,7 +8,7 @@ See docs/concepts.md for the picture, and ``llmguard.testing`` for test doubles.
 from contextlib import suppress
 
 from ._assemble import estimate_usage
-from ._clock import AnyioClock, Clock
+from ._clock import AnyioClock, Clock, SystemClock
 from ._context import CallContext, context, current_context, restore_context, snapshot
 from ._errors import (
     BudgetExceeded,
@@ -106,6 +106,7 @@ __all__ = [
     "SyncEvents",
     "SyncGuard",
     "SyncUsageError",
+    "SystemClock",
     "TextDelta",
     "ToolCall",
     "ToolCallDelta",

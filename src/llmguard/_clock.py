@@ -1,8 +1,10 @@
 """Time, injected: a ``Clock`` gives ``now()`` and ``sleep()``.
 
-The default reads the event loop's own clock (``anyio.current_time``), so tests on
-trio's ``MockClock`` see virtual time everywhere; ``llmguard.testing.ManualClock``
-is a clock a test moves by hand.
+The default, ``SystemClock``, reads ``time.monotonic()`` (cheap: it is read several
+times per call) and sleeps with ``anyio.sleep``. ``AnyioClock`` reads the event
+loop's own clock instead, so code on trio's ``MockClock`` sees virtual time in its
+records too; ``llmguard.testing.ManualClock`` is a clock a test moves by hand.
+Deadlines always run on the event loop's clock (they are anyio cancel scopes).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import anyio
 
-__all__ = ["AnyioClock", "Clock"]
+__all__ = ["AnyioClock", "Clock", "SystemClock"]
 
 
 @runtime_checkable
@@ -47,3 +49,18 @@ class AnyioClock:
 
     def __repr__(self) -> str:
         return "AnyioClock()"
+
+
+class SystemClock:
+    """``time.monotonic()`` for reading time, ``anyio.sleep()`` for waiting (the default)."""
+
+    __slots__ = ()
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+    def __repr__(self) -> str:
+        return "SystemClock()"

@@ -55,8 +55,13 @@ class LLMGuardError(Exception):
     """The root of every error llmguard raises."""
 
 
-class ConfigurationError(LLMGuardError):
-    """llmguard was set up wrongly; raised when the object is built, never mid-call."""
+class ConfigurationError(LLMGuardError, ValueError):
+    """llmguard was set up wrongly; raised when the object is built, never mid-call.
+
+    Also a ``ValueError``, so code that checks arguments the usual way catches it.
+    The one exception to "at construction": a call with no model anywhere (neither
+    ``model=`` on the call nor on the Guard) raises it when the call is made.
+    """
 
 
 class SyncUsageError(LLMGuardError):

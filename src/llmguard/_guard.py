@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, LiteralString, TypedDict, Unpack
 
-from ._clock import AnyioClock, Clock
+from ._clock import Clock, SystemClock
 from ._errors import ConfigurationError
 from ._layer import Layer, Provider
 from ._pipeline import AttemptRecorder, GuardStream, compose, compose_stream, run_complete
@@ -53,7 +53,7 @@ class Guard:
         timeout: the total deadline of one call in seconds, spanning every layer,
             retry and fallback inside it; ``None`` switches it off. Raises
             ``DeadlineExceeded``.
-        clock: where time comes from (default: the event loop's clock).
+        clock: where records read time (default ``SystemClock``: ``time.monotonic``).
     """
 
     __slots__ = (
@@ -98,7 +98,7 @@ class Guard:
         self._layers = tuple(layers)
         self._model = model
         self._timeout = timeout
-        self._clock: Clock = clock or AnyioClock()
+        self._clock: Clock = clock or SystemClock()
         bottom = AttemptRecorder(provider, self._clock)
         self._complete = compose(self._layers, bottom.complete)
         self._stream = compose_stream(self._layers, bottom.stream)

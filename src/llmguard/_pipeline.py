@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from dataclasses import replace
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -206,11 +207,11 @@ def decorate_handler(layers: Sequence[Layer], handler: Handler) -> Handler:
     The wrapped function opens a ``CallState`` when called outside any guarded call,
     so observe records it, and joins the open one otherwise.
     """
-    from ._clock import AnyioClock
+    from ._clock import SystemClock
     from ._providers.function import FunctionProvider
 
     provider = FunctionProvider(handler)
-    clock = AnyioClock()
+    clock = SystemClock()
     inner = compose(layers, AttemptRecorder(provider, clock).complete)
 
     async def decorated(request: Request) -> Response:
@@ -228,7 +229,7 @@ def decorate_handler(layers: Sequence[Layer], handler: Handler) -> Handler:
 class GuardedEvents:
     """The events of a guarded stream; ``response`` is what they added up to so far."""
 
-    __slots__ = ("_assembler", "_deadline", "_events", "_timeout", "done")
+    __slots__ = ("_assembler", "_deadline", "_events", "_request", "_timeout")
 
     def __init__(
         self,
@@ -236,12 +237,13 @@ class GuardedEvents:
         assembler: StreamAssembler,
         deadline: float,
         timeout: float | None,
+        request: Request,
     ) -> None:
+        self._request = request
         self._events = events
         self._assembler = assembler
         self._deadline = deadline
         self._timeout = timeout
-        self.done = False
 
     def __aiter__(self) -> GuardedEvents:
         return self
@@ -259,8 +261,17 @@ class GuardedEvents:
 
     @property
     def response(self) -> Response:
-        """The response the events so far add up to (complete once the stream ended)."""
-        return self._assembler.response()
+        """The response the events so far add up to (complete once the stream ended).
+
+        When the provider reported no usage (a cut stream, a server that ignores
+        ``include_usage``), ``usage`` is the documented estimate, flagged ``estimated``.
+        """
+        assembler = self._assembler
+        response = assembler.response()
+        if assembler.usage is None:
+            usage = estimate_usage(self._request, assembler.output_chars())
+            response = replace(response, usage=usage)
+        return response
 
 
 class GuardStream:
@@ -327,7 +338,7 @@ class GuardStream:
             raise
         self._opener = opener
         assembler = StreamAssembler(model=self._request.model, provider=self._provider)
-        self._events = GuardedEvents(events, assembler, deadline, timeout)
+        self._events = GuardedEvents(events, assembler, deadline, timeout, self._request)
         return self._events
 
     async def __aexit__(

@@ -9,10 +9,10 @@ data on themselves.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from random import getrandbits
 from typing import Any
 
 from ._context import CallContext
@@ -66,14 +66,17 @@ class CallState:
 
     @staticmethod
     def new_id() -> str:
-        """A fresh random call id (16 hex characters)."""
-        return secrets.token_hex(8)
+        """A fresh random call id (16 hex characters; an id, not a secret)."""
+        return f"{getrandbits(64):016x}"
 
     @property
     def usage(self) -> Usage:
         """The usage of every attempt, summed."""
+        attempts = self.attempts
+        if len(attempts) == 1:
+            return attempts[0].usage
         total = EMPTY_USAGE
-        for attempt in self.attempts:
+        for attempt in attempts:
             total = total + attempt.usage
         return total
 

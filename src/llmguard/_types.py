@@ -138,7 +138,7 @@ class Request:
     max_output_tokens: int | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
-    extras: Mapping[str, Any] = _NO_EXTRAS
+    extras: Mapping[str, Any] = field(default_factory=lambda: _NO_EXTRAS)
 
     @classmethod
     def create(

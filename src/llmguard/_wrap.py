@@ -12,12 +12,12 @@ attempts and budgets work without a Guard) and finishes it when the call ends.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 import anyio
 
-from ._clock import AnyioClock
+from ._clock import SystemClock
 from ._context import current_context
 from ._errors import ConfigurationError, DeadlineExceeded
 from ._state import _CURRENT_CALL, CallState
@@ -28,7 +28,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
-_CLOCK = AnyioClock()
+_CLOCK = SystemClock()
 
 
 class Invocation(Generic[T]):
@@ -62,8 +62,25 @@ class Advice(Protocol):
     async def __call__(self, call: Invocation[T], /) -> T: ...
 
 
-def around(advice: Advice) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+@overload
+def around(
+    advice: Advice,
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Coroutine[Any, Any, R]]]: ...
+
+
+@overload
+def around(
+    advice: Callable[[Invocation[R]], Awaitable[R]],
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Coroutine[Any, Any, R]]]: ...
+
+
+def around(advice: Any) -> Any:
     """Make a decorator for any ``async def`` out of an ``advice``.
+
+    The advice may be generic (``async def advice(call: Invocation[T]) -> T``: it
+    works for any function) or tied to one return type (``Invocation[list[Hit]]``:
+    it decorates functions returning ``list[Hit]``, e.g. a fallback that returns
+    other hits).
 
     >>> async def twice(call):
     ...     await call.proceed()
@@ -71,7 +88,7 @@ def around(advice: Advice) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, 
     >>> run_twice = around(twice)
     """
 
-    def decorate(function: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    def decorate(function: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
         if not callable(function):
             raise ConfigurationError(f"{function!r} is not callable")
 
@@ -79,7 +96,7 @@ def around(advice: Advice) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, 
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             call: Invocation[R] = Invocation(function, args, kwargs)
             if _CURRENT_CALL.get() is not None:
-                return await advice(call)
+                return cast(R, await advice(call))
             state = CallState(
                 call_id=CallState.new_id(),
                 context=current_context(),
@@ -89,7 +106,7 @@ def around(advice: Advice) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, 
             token = _CURRENT_CALL.set(state)
             error: BaseException | None = None
             try:
-                return await advice(call)
+                return cast(R, await advice(call))
             except BaseException as exc:
                 error = exc
                 raise
@@ -102,7 +119,9 @@ def around(advice: Advice) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, 
     return decorate
 
 
-def timeout(seconds: float) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+def timeout(
+    seconds: float,
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Coroutine[Any, Any, R]]]:
     """Decorate any ``async def`` with a total deadline; raises ``DeadlineExceeded``.
 
     >>> @timeout(2.5)

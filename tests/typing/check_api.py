@@ -51,3 +51,22 @@ async def handler(request: Request) -> Response:
 observed = Observe()(handler)
 assert_type(observed, llmguard.Handler)
 _ = around
+
+
+async def full_text_fallback(call: llmguard.Invocation[list[Hit]]) -> list[Hit]:
+    try:
+        return await call.proceed()
+    except llmguard.LLMGuardError:
+        return [Hit(doc="from full-text search")]
+
+
+@around(full_text_fallback)
+async def semantic_search(query: str, k: int) -> list[Hit]:
+    return [Hit(doc=query)] * k
+
+
+def runs_in_asyncio_run() -> None:
+    import asyncio
+
+    hits = asyncio.run(semantic_search("q", 2))
+    assert_type(hits, list[Hit])

@@ -14,14 +14,50 @@ caller's, so clients whose clocks drift agree.
 
 from __future__ import annotations
 
-import calendar
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
+from .._errors import ConfigurationError
+
 __all__ = ["BudgetLedger", "CacheStore", "LedgerResult", "SharedState", "Versioned", "Window"]
+
+
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+
+
+def _offset(instant: float, zone: ZoneInfo) -> float:
+    """The UTC offset of ``zone`` at ``instant``, in seconds."""
+    offset = datetime.fromtimestamp(instant, zone).utcoffset()
+    return offset.total_seconds() if offset is not None else 0.0
+
+
+def _wall(instant: float, zone: ZoneInfo) -> float:
+    """What the wall clock in ``zone`` shows at ``instant``, as naive seconds since 1970."""
+    return instant + _offset(instant, zone)
+
+
+def _instant(wall: float, zone: ZoneInfo) -> float:
+    """The first instant at which the wall clock in ``zone`` shows ``wall`` or later."""
+    naive = _NAIVE_EPOCH + timedelta(seconds=wall)
+    offsets: set[float] = set()
+    for fold in (0, 1):
+        delta = naive.replace(tzinfo=zone, fold=fold).utcoffset()
+        offsets.add(delta.total_seconds() if delta is not None else 0.0)
+    for offset in sorted(offsets, reverse=True):  # the larger offset is the earlier instant
+        if _offset(wall - offset, zone) == offset:
+            return wall - offset
+    # ``wall`` falls into a gap: find the transition (zone data has whole seconds).
+    low, high = math.floor(wall - max(offsets)), math.ceil(wall - min(offsets))
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _wall(middle, zone) >= wall:
+            high = middle
+        else:
+            low = middle
+    return float(high)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,8 +79,11 @@ class Window:
     def fixed(cls, length: float | timedelta, *, tz: str = "UTC") -> Window:
         """Fixed windows of ``length``, aligned to midnight of 1970-01-01 in ``tz``."""
         seconds = length.total_seconds() if isinstance(length, timedelta) else float(length)
-        if not seconds > 0:
-            raise ValueError(f"a window needs a positive length, not {length!r}")
+        if not 0 < seconds < math.inf:
+            raise ConfigurationError(
+                f"a fixed window needs a positive, finite length, not {length!r}"
+            )
+        ZoneInfo(tz)  # fail early on an unknown zone
         return cls(kind="fixed", seconds=seconds, tz=tz)
 
     @classmethod
@@ -52,7 +91,7 @@ class Window:
         """A sliding window: what was settled in the last ``length``."""
         seconds = length.total_seconds() if isinstance(length, timedelta) else float(length)
         if not seconds > 0:
-            raise ValueError(f"a window needs a positive length, not {length!r}")
+            raise ConfigurationError(f"a window needs a positive length, not {length!r}")
         return cls(kind="sliding", seconds=seconds)
 
     @classmethod
@@ -71,23 +110,39 @@ class Window:
 
         For a sliding window this is ``(now - seconds, now + seconds)``: the end is the
         latest moment by which everything counted now has slid out.
+
+        Fixed and month windows are bounded by wall-clock times in ``tz``. A boundary
+        that falls into a DST gap starts when the gap ends; one that the clock shows
+        twice starts at its first occurrence. So windows never overlap and never skip
+        a moment: a day window on a DST day lasts 23 or 25 hours, and the hour window
+        holding the repeated hour lasts two.
         """
         if self.kind == "forever":
             return (-math.inf, math.inf)
         if self.kind == "sliding":
             return (now - self.seconds, now + self.seconds)
+        if self.kind == "fixed" and self.tz == "UTC":
+            start = math.floor(now / self.seconds) * self.seconds
+            return (start, start + self.seconds)
         zone = ZoneInfo(self.tz)
-        local = datetime.fromtimestamp(now, zone)
         if self.kind == "month":
-            start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-            days = calendar.monthrange(start.year, start.month)[1]
-            end = (start + timedelta(days=days)).replace(day=1)
-            return (start.timestamp(), end.replace(tzinfo=zone).timestamp())
-        offset = local.utcoffset() or timedelta(0)
-        shifted = now + offset.total_seconds()
-        start_shifted = math.floor(shifted / self.seconds) * self.seconds
-        first = start_shifted - offset.total_seconds()
-        return (first, first + self.seconds)
+            local = datetime.fromtimestamp(now, zone)
+            index = (local.year - 1970) * 12 + local.month - 1
+
+            def boundary(k: int) -> float:
+                first = datetime(1970 + k // 12, k % 12 + 1, 1)
+                return (first - _NAIVE_EPOCH).total_seconds()
+        else:
+            index = math.floor(_wall(now, zone) / self.seconds)
+
+            def boundary(k: int) -> float:
+                return k * self.seconds
+
+        start, end = _instant(boundary(index), zone), _instant(boundary(index + 1), zone)
+        while end <= now:  # ``now`` is in a repeated stretch whose first pass passed `end`
+            index += 1
+            start, end = end, _instant(boundary(index + 1), zone)
+        return (start, end)
 
     def reset_at(self, now: float) -> datetime | None:
         """When the window holding ``now`` ends, as an aware datetime (``None``: never)."""

@@ -52,8 +52,15 @@ class ManualClock:
             await anyio.lowlevel.checkpoint()
             return
         event = anyio.Event()
-        heapq.heappush(self._sleepers, (self._now + seconds, next(self._counter), event))
-        await event.wait()
+        entry = (self._now + seconds, next(self._counter), event)
+        heapq.heappush(self._sleepers, entry)
+        try:
+            await event.wait()
+        except BaseException:
+            if not event.is_set():  # cancelled while waiting: stop counting this sleeper
+                self._sleepers.remove(entry)
+                heapq.heapify(self._sleepers)
+            raise
 
     @property
     def sleepers(self) -> int:

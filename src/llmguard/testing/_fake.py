@@ -14,6 +14,7 @@ import anyio
 
 from .._assemble import estimate_tokens
 from .._errors import (
+    ConfigurationError,
     LLMGuardError,
     MalformedResponse,
     ProviderError,
@@ -207,7 +208,7 @@ class FakeProvider:
         sleep: Sleep | None = None,
     ) -> None:
         if chunk_size < 1:
-            raise ValueError("chunk_size must be at least 1")
+            raise ConfigurationError("chunk_size must be at least 1")
         self._name = name
         self.model = model
         self.chunk_size = chunk_size
