@@ -3,19 +3,27 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# A second environment pins the previous openai generation (2.x, on httpx) so the
+# provider tests prove both SDK generations in every `make test`.
+VENV2 := .venv-openai2
+BIN2 := $(VENV2)/bin
+SDK_TESTS := tests/providers tests/testing/test_openai_endpoint.py
 
 .PHONY: demo test bench lint typecheck pytest clean
 
 demo: $(VENV)/.base-installed
 	$(BIN)/python examples/quickstart.py
 
-test: $(VENV)/.dev-installed
+test: $(VENV)/.dev-installed $(VENV2)/.dev-installed
 	bash scripts/ensure-redis.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict src tests/typing
 	rm -f .coverage .coverage.*
 	$(BIN)/coverage run -m pytest
+	@echo "--- the provider tests again, on openai 2.x ---"
+	$(BIN2)/python -c "import openai; assert openai.__version__.startswith('2.'), openai.__version__"
+	$(BIN2)/coverage run -m pytest -q $(wildcard $(SDK_TESTS))
 	$(BIN)/coverage combine -q
 	$(BIN)/coverage report
 
@@ -35,5 +43,11 @@ $(VENV)/.dev-installed: $(VENV)/.created pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@ $(VENV)/.base-installed
 
+$(VENV2)/.dev-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV2)
+	$(BIN2)/python -m pip install -q --upgrade pip
+	$(BIN2)/python -m pip install -q -e ".[dev]" "openai>=2,<3"
+	touch $@
+
 clean:
-	rm -rf $(VENV) .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV2) .coverage .coverage.* .mypy_cache .pytest_cache .ruff_cache

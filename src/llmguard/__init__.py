@@ -34,6 +34,7 @@ from ._layer import BaseLayer, EventStream, Handler, Layer, Provider, StreamHand
 from ._layers.observe import Observe
 from ._pipeline import GuardedEvents, GuardStream
 from ._providers.function import FunctionProvider
+from ._providers.openai import Embeddings, OpenAIProvider, RetriesMultiplyWarning
 from ._state import Attempt, CallRecord, CallState, current_call
 from ._stores._roles import BudgetLedger, CacheStore, LedgerResult, SharedState, Versioned, Window
 from ._stores.memory import MemoryStore
@@ -71,6 +72,7 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "DeadlineExceeded",
+    "Embeddings",
     "EventStream",
     "Finish",
     "FunctionProvider",
@@ -86,6 +88,7 @@ __all__ = [
     "MemoryStore",
     "Message",
     "Observe",
+    "OpenAIProvider",
     "OutputValidationError",
     "Provider",
     "ProviderConnectionError",
@@ -96,6 +99,7 @@ __all__ = [
     "Request",
     "RequestOptions",
     "Response",
+    "RetriesMultiplyWarning",
     "Role",
     "SharedState",
     "StoreUnavailable",

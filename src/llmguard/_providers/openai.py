@@ -1,0 +1,284 @@
+"""``OpenAIProvider``: an ``openai.AsyncOpenAI`` client as a provider.
+
+Works with OpenAI, Azure OpenAI and any OpenAI-compatible server (vLLM, Ollama,
+LM Studio, Groq…), on openai 2.x (httpx) and 3.x (httpx2). ``openai`` is imported
+when a provider is built, never by ``import llmguard``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from .._errors import ConfigurationError, LLMGuardError, ProviderConnectionError
+from .._types import Request, Response, StreamEvent, Usage
+from ._openai_chat import ChatStreamState, chat_arguments, chat_events, chat_response
+from ._openai_errors import map_openai_error, scrub
+from ._openai_responses import (
+    ResponsesStreamState,
+    responses_arguments,
+    responses_events,
+    responses_response,
+)
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+__all__ = ["Embeddings", "OpenAIProvider", "RetriesMultiplyWarning"]
+
+DEFAULT_CLIENT_TIMEOUT_S = 60.0
+
+
+class RetriesMultiplyWarning(UserWarning):
+    """The given openai client retries by itself, so llmguard's retries multiply with it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Embeddings:
+    """The vectors for a batch of texts, in order, with the usage they cost."""
+
+    vectors: list[list[float]]
+    model: str
+    usage: Usage
+
+
+class OpenAIProvider:
+    """A provider backed by an ``openai.AsyncOpenAI`` client.
+
+    >>> # provider = OpenAIProvider(AsyncOpenAI(max_retries=0))
+    >>> # provider = OpenAIProvider(api_key="sk-...")            # llmguard builds the client
+    >>> # provider = OpenAIProvider(base_url="http://localhost:11434/v1", api_key="ollama")
+
+    Args:
+        client: your own client (Azure, a compatible ``base_url``…). If it retries by
+            itself (``max_retries > 0``, the SDK's default is 2), a
+            ``RetriesMultiplyWarning`` is issued once: llmguard's retry layer owns
+            retries; pass ``client.with_options(max_retries=0)``.
+        api: ``"chat"`` (Chat Completions) or ``"responses"`` (the Responses API).
+        api_key, base_url, timeout: used only when llmguard builds the client
+            (``max_retries=0``, ``timeout`` seconds per HTTP request).
+        include_usage: ask streams for usage (``stream_options.include_usage``);
+            switch off for compatible servers that reject it (usage is then estimated).
+        max_tokens_field: the name ``max_output_tokens`` is sent as:
+            ``"max_completion_tokens"`` (OpenAI) or ``"max_tokens"`` (older servers).
+        embedding_model: the default model for ``embed``.
+        name: the provider's name in records.
+    """
+
+    def __init__(
+        self,
+        client: AsyncOpenAI | None = None,
+        *,
+        api: Literal["chat", "responses"] = "chat",
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float | None = DEFAULT_CLIENT_TIMEOUT_S,
+        include_usage: bool = True,
+        max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens",
+        embedding_model: str = "text-embedding-3-small",
+        name: str = "openai",
+    ) -> None:
+        if api not in ("chat", "responses"):
+            raise ConfigurationError(f'api must be "chat" or "responses", not {api!r}')
+        if client is None:
+            try:
+                import openai
+            except ImportError as exc:  # pragma: no cover - openai is a core dependency
+                raise ImportError(
+                    'OpenAIProvider needs openai: pip install "llmguard[openai]"'
+                ) from exc
+            client = openai.AsyncOpenAI(
+                api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
+            )
+        elif api_key is not None or base_url is not None:
+            raise ConfigurationError("pass api_key/base_url or a client, not both")
+        elif getattr(client, "max_retries", 0) > 0:
+            warnings.warn(
+                RetriesMultiplyWarning(
+                    f"this openai client retries {client.max_retries} times by itself, so every "
+                    "llmguard retry multiplies with it; pass client.with_options(max_retries=0)"
+                ),
+                stacklevel=2,
+            )
+        self._client = client
+        self._api = api
+        self._include_usage = include_usage
+        self._max_tokens_field = max_tokens_field
+        self._embedding_model = embedding_model
+        self._name = name
+        key = getattr(client, "api_key", None)
+        self._secrets: tuple[str, ...] = (key,) if isinstance(key, str) and key else ()
+
+    @property
+    def name(self) -> str:
+        """The provider's name in records."""
+        return self._name
+
+    @property
+    def client(self) -> AsyncOpenAI:
+        """The underlying openai client."""
+        return self._client
+
+    def _error(self, exc: BaseException) -> LLMGuardError:
+        _scrub_foreign(exc, self._secrets)
+        return map_openai_error(exc, provider=self._name, secrets=self._secrets)
+
+    async def complete(self, request: Request) -> Response:
+        """One request, one response."""
+        client = self._client
+        try:
+            if self._api == "chat":
+                completion = await client.chat.completions.create(
+                    **chat_arguments(
+                        request,
+                        stream=False,
+                        include_usage=False,
+                        max_tokens_field=self._max_tokens_field,
+                    )
+                )
+                return chat_response(completion, provider=self._name)
+            raw = await client.responses.create(**responses_arguments(request, stream=False))
+            return responses_response(raw, provider=self._name)
+        except LLMGuardError:
+            raise
+        except Exception as exc:
+            raise self._error(exc) from exc
+
+    @asynccontextmanager
+    async def stream(self, request: Request) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        """Open a stream; leaving the ``async with`` closes the HTTP response."""
+        client = self._client
+        try:
+            if self._api == "chat":
+                sdk_stream: Any = await client.chat.completions.create(
+                    **chat_arguments(
+                        request,
+                        stream=True,
+                        include_usage=self._include_usage,
+                        max_tokens_field=self._max_tokens_field,
+                    )
+                )
+                mapper: Callable[[Any], Iterator[StreamEvent]] = _chat_mapper()
+            else:
+                sdk_stream = await client.responses.create(
+                    **responses_arguments(request, stream=True)
+                )
+                mapper = _responses_mapper()
+        except LLMGuardError:
+            raise
+        except Exception as exc:
+            raise self._error(exc) from exc
+        try:
+            yield _Events(sdk_stream, mapper, self._error)
+        finally:
+            await sdk_stream.close()
+
+    async def embed(
+        self, texts: Sequence[str], *, model: str | None = None, dimensions: int | None = None
+    ) -> Embeddings:
+        """Embed ``texts`` (in order) with ``model`` (default: ``embedding_model``)."""
+        extra: dict[str, Any] = {} if dimensions is None else {"dimensions": dimensions}
+        try:
+            result = await self._client.embeddings.create(
+                model=model or self._embedding_model, input=list(texts), **extra
+            )
+            vectors = [list(item.embedding) for item in sorted(result.data, key=lambda d: d.index)]
+        except LLMGuardError:
+            raise
+        except Exception as exc:
+            raise self._error(exc) from exc
+        usage = Usage(
+            input_tokens=int(getattr(result.usage, "prompt_tokens", 0) or 0),
+        )
+        return Embeddings(vectors=vectors, model=result.model, usage=usage)
+
+    def __repr__(self) -> str:
+        base_url = str(getattr(self._client, "base_url", ""))
+        return f"OpenAIProvider(api={self._api!r}, base_url={base_url!r}, name={self._name!r})"
+
+
+def _chat_mapper() -> Callable[[Any], Iterator[StreamEvent]]:
+    state = ChatStreamState()
+
+    def mapper(chunk: Any) -> Iterator[StreamEvent]:
+        if chunk is None:  # the end: was the answer whole?
+            if not state.finished:
+                raise ProviderConnectionError("the stream ended before the model finished")
+            return iter(())
+        return chat_events(chunk, state)
+
+    return mapper
+
+
+def _responses_mapper() -> Callable[[Any], Iterator[StreamEvent]]:
+    state = ResponsesStreamState()
+
+    def mapper(event: Any) -> Iterator[StreamEvent]:
+        if event is None:
+            if not state.finished:
+                raise ProviderConnectionError("the stream ended before the response completed")
+            return iter(())
+        return responses_events(event, state)
+
+    return mapper
+
+
+class _Events:
+    """Maps SDK stream items to llmguard events; errors become the error tree."""
+
+    __slots__ = ("_done", "_error", "_iterator", "_mapper", "_pending")
+
+    def __init__(
+        self,
+        sdk_stream: Any,
+        mapper: Callable[[Any], Iterator[StreamEvent]],
+        error: Callable[[BaseException], LLMGuardError],
+    ) -> None:
+        self._iterator = sdk_stream.__aiter__()
+        self._mapper = mapper
+        self._error = error
+        self._pending: deque[StreamEvent] = deque()
+        self._done = False
+
+    def __aiter__(self) -> _Events:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        pending = self._pending
+        while not pending:
+            if self._done:
+                raise StopAsyncIteration
+            try:
+                try:
+                    item = await self._iterator.__anext__()
+                except StopAsyncIteration:
+                    self._done = True
+                    item = None
+                pending.extend(self._mapper(item))
+            except LLMGuardError:
+                self._done = True
+                raise
+            except Exception as exc:
+                self._done = True
+                raise self._error(exc) from exc
+        return pending.popleft()
+
+
+def _scrub_foreign(exc: BaseException, secrets: tuple[str, ...]) -> None:
+    """Scrub keys from the SDK's own exception too: it stays attached as ``__cause__``."""
+    try:
+        exc.args = tuple(scrub(a, secrets) if isinstance(a, str) else a for a in exc.args)
+        message = getattr(exc, "message", None)
+        if isinstance(message, str):
+            exc.message = scrub(message, secrets)  # type: ignore[attr-defined]
+        body = getattr(exc, "body", None)
+        if isinstance(body, dict):
+            error = body.get("error")
+            if isinstance(error, dict) and isinstance(error.get("message"), str):
+                error["message"] = scrub(error["message"], secrets)
+    except Exception:  # pragma: no cover - never let scrubbing hide the real error
+        pass
