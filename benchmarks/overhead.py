@@ -16,8 +16,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
+
+sys.path.insert(0, str(__import__('pathlib').Path(__file__).parent))
 
 from llmguard import CallRecord, FunctionProvider, Guard, Observe, Request, Response, Usage
 
@@ -74,6 +77,65 @@ async def measure(rounds: int, calls: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
+async def measure_openai(rounds: int, calls: int, chunks: int) -> dict[str, float]:
+    """The raw openai SDK against Guard(OpenAIProvider), on one fake transport."""
+    from _openai_fake import fake_client
+
+    from llmguard import OpenAIProvider
+
+    client = fake_client(chunks)
+    messages = [{"role": "user", "content": "hello"}]
+    request = Request.create(model="gpt-4o-mini", user="hello")
+    provider = OpenAIProvider(client)
+    quiet = logging.getLogger("llmguard.calls.bench")
+    bare = Guard(provider)
+    observed = Guard(provider, [Observe(logger=quiet, callback=lambda r: None)])
+
+    async def raw_call() -> None:
+        await client.chat.completions.create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
+
+    async def raw_stream() -> None:
+        stream = await client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=messages,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        async for _ in stream:
+            pass
+        await stream.close()
+
+    def guarded_stream(guard: Guard) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            async with guard.stream(request) as events:
+                async for _ in events:
+                    pass
+
+        return run
+
+    cases: dict[str, Callable[[], Awaitable[Any]]] = {
+        "call: raw openai SDK": raw_call,
+        "call: Guard(OpenAIProvider), no layers": lambda: bare.complete(request),
+        "call: Guard(OpenAIProvider) + Observe": lambda: observed.complete(request),
+        "stream: raw openai SDK": raw_stream,
+        "stream: Guard(OpenAIProvider), no layers": guarded_stream(bare),
+        "stream: Guard(OpenAIProvider) + Observe": guarded_stream(observed),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for call in cases.values():
+        for _ in range(20):
+            await call()
+    for _ in range(rounds):
+        for name, call in cases.items():
+            count = calls if name.startswith("call") else max(1, calls // chunks)
+            start = time.perf_counter()
+            for _ in range(count):
+                await call()
+            per = (time.perf_counter() - start) / count * 1e6
+            samples[name].append(per / chunks if name.startswith("stream") else per)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def import_time(code: str, runs: int) -> float:
     times = []
     for _ in range(runs):
@@ -88,6 +150,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--import-runs", type=int, default=15)
+    parser.add_argument("--openai", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--openai-calls", type=int, default=300)
+    parser.add_argument("--chunks", type=int, default=100)
     args = parser.parse_args()
 
     for backend in ("asyncio", "trio"):
@@ -97,6 +162,19 @@ def main() -> None:
         print(f"{'variant':50} {'µs/call':>9} {'added µs':>9} {'ratio':>7}")
         for name, micros in results.items():
             print(f"{name:50} {micros:9.2f} {micros - base:9.2f} {micros / base:7.2f}")
+
+    if args.openai:
+        import openai
+
+        figures = anyio.run(measure_openai, args.rounds, args.openai_calls, args.chunks)
+        print(
+            f"\nopenai {openai.__version__} on a fake transport (asyncio): "
+            f"per call, and per stream chunk ({args.chunks} chunks a stream)"
+        )
+        print(f"{'variant':50} {'µs':>9} {'ratio to raw SDK':>17}")
+        for name, micros in figures.items():
+            raw = figures["call: raw openai SDK" if name.startswith("call") else "stream: raw openai SDK"]
+            print(f"{name:50} {micros:9.2f} {micros / raw:17.3f}")
 
     empty = import_time("pass", args.import_runs)
     ours = import_time("import llmguard", args.import_runs)

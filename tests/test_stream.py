@@ -232,3 +232,41 @@ async def test_tool_call_deltas_assemble_into_tool_calls() -> None:
     assert [c.name for c in response.tool_calls] == ["lookup", "other"]
     assert response.tool_calls[0].arguments == '{"q": "x"}'
     assert response.finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize("anyio_backend", MOCK_TRIO)
+@pytest.mark.anyio
+async def test_total_deadline_covers_the_whole_block() -> None:
+    fake = FakeProvider(["abcdef"], chunk_size=2)
+    guard = Guard(fake, [Observe()], model="m", timeout=5)
+    with capture_records() as records, pytest.raises(DeadlineExceeded):
+        async with guard.stream(user="hi") as events:
+            async for _ in events:
+                await anyio.sleep(10)  # the consumer's own slow work
+    assert fake.streams[-1].closed
+    assert records[0].error == "DeadlineExceeded"
+
+
+@pytest.mark.parametrize("anyio_backend", MOCK_TRIO)
+@pytest.mark.anyio
+async def test_bare_iteration_checks_the_deadline_on_each_read() -> None:
+    fake = FakeProvider(["abcdefghij"], chunk_size=1, chunk_delay=1)
+    guard = Guard(fake, model="m", timeout=3.5)
+    got: list[llmguard.StreamEvent] = []
+    with pytest.raises(DeadlineExceeded):
+        async for event in guard.stream(user="hi"):
+            got.append(event)
+    assert len(got) == 4
+
+
+@pytest.mark.parametrize("anyio_backend", MOCK_TRIO)
+@pytest.mark.anyio
+async def test_an_outside_cancellation_is_not_a_deadline() -> None:
+    fake = FakeProvider(["abcdef"], chunk_size=1, first_token_delay=1000)
+    guard = Guard(fake, model="m", timeout=5000)
+    with anyio.move_on_after(0.01) as outer:
+        async with guard.stream(user="hi") as events:
+            async for _ in events:
+                pass  # pragma: no cover
+    assert outer.cancelled_caught
+    assert fake.streams[-1].closed

@@ -23,12 +23,13 @@ def estimate_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
-def estimate_usage(request: Request | None, output_text: str) -> Usage:
+def estimate_usage(request: Request | None, output: str | int) -> Usage:
     """Usage for a call whose provider reported none (a cut stream, say).
 
     Input: 4 characters a token over every message's text and tool-call arguments,
     plus 3 tokens of framing per message. Output: 4 characters a token over the text
-    and tool-call arguments received. Flagged ``estimated=True``.
+    and tool-call arguments received (``output`` is that text, or its length).
+    Flagged ``estimated=True``.
     """
     input_tokens = 0
     if request is not None:
@@ -38,7 +39,7 @@ def estimate_usage(request: Request | None, output_text: str) -> Usage:
                 input_tokens += estimate_tokens(call.name) + estimate_tokens(call.arguments)
     return Usage(
         input_tokens=input_tokens,
-        output_tokens=estimate_tokens(output_text),
+        output_tokens=(output + 3) // 4 if isinstance(output, int) else estimate_tokens(output),
         estimated=True,
     )
 

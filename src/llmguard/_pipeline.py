@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
 from functools import partial
 from types import TracebackType
@@ -122,14 +122,14 @@ def _drop_if_nested(attempts: list[Attempt], attempt: Attempt) -> None:
 class _TrackedEvents:
     """Passes events through, noting the first event, usage and output so far."""
 
-    __slots__ = ("_assembler", "_attempt", "_clock", "_events", "_request", "_saw_usage")
+    __slots__ = ("_attempt", "_chars", "_clock", "_events", "_request", "_saw_usage")
 
     def __init__(self, events: EventStream, attempt: Attempt, clock: Clock, request: Request):
         self._events = events
         self._attempt = attempt
         self._clock = clock
         self._request = request
-        self._assembler = StreamAssembler()
+        self._chars = 0
         self._saw_usage = False
 
     def __aiter__(self) -> _TrackedEvents:
@@ -144,19 +144,23 @@ class _TrackedEvents:
             self._attempt.error = type(exc).__name__
             raise
         kind = type(event)
-        if kind is UsageUpdate:
-            self._saw_usage = True
-            self._attempt.usage = event.usage  # type: ignore[union-attr]
-        elif kind is TextDelta or kind is ToolCallDelta:
+        if kind is TextDelta:
+            self._chars += len(event.text)  # type: ignore[union-attr]
             if self._attempt.first_event_at is None:
                 self._attempt.first_event_at = self._clock.now()
-            self._assembler.feed(event)
+        elif kind is UsageUpdate:
+            self._saw_usage = True
+            self._attempt.usage = event.usage  # type: ignore[union-attr]
+        elif kind is ToolCallDelta:
+            self._chars += len(event.arguments) + len(event.name or "")  # type: ignore[union-attr]
+            if self._attempt.first_event_at is None:
+                self._attempt.first_event_at = self._clock.now()
         return event
 
     def settle_usage(self) -> None:
         """A stream that never reported usage is charged an estimate of what it sent."""
         if not self._saw_usage:
-            self._attempt.usage = estimate_usage(self._request, self._assembler.output_chars())
+            self._attempt.usage = estimate_usage(self._request, self._chars)
 
 
 def _new_state(request: Request | None, provider: str, clock: Clock, *, stream: bool) -> CallState:
@@ -243,7 +247,7 @@ class GuardedEvents:
         self._events = events
         self._assembler = assembler
         self._deadline = deadline
-        self._timeout = timeout
+        self._timeout = timeout  # set only when each read carries the deadline itself
 
     def __aiter__(self) -> GuardedEvents:
         return self
@@ -278,9 +282,11 @@ class GuardStream:
     """``async with guard.stream(...) as events``: entering runs every check that can
     refuse and opens the upstream; leaving always closes it.
 
-    Iterating it bare (``async for event in guard.stream(...)``) also works, but then
-    the upstream is closed only when the stream ends or the iterator is garbage
-    collected: best-effort, so prefer ``async with``.
+    The total deadline covers the whole ``async with`` block: one cancel scope from
+    entering to leaving, so code in the block is interrupted too when it passes.
+    Iterating bare (``async for event in guard.stream(...)``) also works, but then the
+    upstream is closed only when the stream ends or the iterator is garbage collected
+    (best-effort: prefer ``async with``), and the deadline is checked on each read.
     """
 
     __slots__ = (
@@ -288,8 +294,10 @@ class GuardStream:
         "_events",
         "_handler",
         "_opener",
+        "_per_read",
         "_provider",
         "_request",
+        "_scope",
         "_state",
         "_timeout",
         "_token",
@@ -312,12 +320,20 @@ class GuardStream:
         self._opener: StreamOpener | None = None
         self._events: GuardedEvents | None = None
         self._state: CallState | None = None
+        self._scope: anyio.CancelScope | None = None
         self._token: Any = None
+        self._per_read = False
 
     @property
     def request(self) -> Request:
         """The request this stream sends."""
         return self._request
+
+    def _deadline_per_read(self) -> GuardStream:
+        """Check the deadline on each read instead of with one scope over the block
+        (for readers in other tasks than the one that entered: ``guard.sync``)."""
+        self._per_read = True
+        return self
 
     async def __aenter__(self) -> GuardedEvents:
         if self._state is not None:
@@ -326,19 +342,28 @@ class GuardStream:
         self._token = _CURRENT_CALL.set(state)
         timeout = self._timeout
         deadline = math.inf if timeout is None else anyio.current_time() + timeout
+        scope = anyio.CancelScope(deadline=deadline)
+        scope.__enter__()
         try:
             opener = self._handler(self._request)
-            with anyio.CancelScope(deadline=deadline) as scope:
-                events = await opener.__aenter__()
-            if scope.cancelled_caught:
-                assert timeout is not None
-                raise DeadlineExceeded("total", timeout)
+            events = await opener.__aenter__()
         except BaseException as exc:
-            self._end(None, exc)
-            raise
+            error: BaseException = exc
+            if scope.__exit__(type(exc), exc, exc.__traceback__):
+                assert timeout is not None
+                error = DeadlineExceeded("total", timeout)
+            self._end(None, error)
+            if error is exc:
+                raise
+            raise error from None
+        if self._per_read:
+            scope.__exit__(None, None, None)
+        else:
+            self._scope = scope
         self._opener = opener
         assembler = StreamAssembler(model=self._request.model, provider=self._provider)
-        self._events = GuardedEvents(events, assembler, deadline, timeout, self._request)
+        per_read_timeout = timeout if self._per_read else None
+        self._events = GuardedEvents(events, assembler, deadline, per_read_timeout, self._request)
         return self._events
 
     async def __aexit__(
@@ -348,19 +373,34 @@ class GuardStream:
         tb: TracebackType | None,
     ) -> bool:
         opener, self._opener = self._opener, None
-        error = exc
-        try:
-            if opener is not None:
+        in_flight = exc
+        if opener is not None:
+            try:
                 # Close the upstream even while this task is being cancelled.
                 with anyio.CancelScope(shield=True) as shield:
                     shield.deadline = anyio.current_time() + _CLOSE_GRACE_S
                     await opener.__aexit__(exc_type, exc, tb)
-        except BaseException as close_exc:
-            error = error or close_exc
-            raise
-        finally:
-            events = self._events
-            self._end(events.response if events is not None else None, error)
+            except BaseException as close_exc:
+                in_flight = close_exc
+        scope, self._scope = self._scope, None
+        deadline_hit = False
+        if scope is not None:
+            if in_flight is None:
+                scope.__exit__(None, None, None)
+            else:
+                deadline_hit = bool(
+                    scope.__exit__(type(in_flight), in_flight, in_flight.__traceback__)
+                )
+        events = self._events
+        response = events.response if events is not None else None
+        if deadline_hit:
+            assert self._timeout is not None
+            error = DeadlineExceeded("total", self._timeout)
+            self._end(response, error)
+            raise error from None
+        self._end(response, in_flight)
+        if in_flight is not None and in_flight is not exc:
+            raise in_flight
         return False
 
     def _end(self, response: Response | None, error: BaseException | None) -> None:
@@ -370,18 +410,6 @@ class GuardStream:
         self._state.finish(response, error, now=self._clock.now())
 
     async def __aiter__(self) -> AsyncIterator[StreamEvent]:
-        async with self as events:
+        async with self._deadline_per_read() as events:
             async for event in events:
                 yield event
-
-
-def open_stream(
-    handler: StreamHandler,
-    request: Request,
-    *,
-    provider: str,
-    clock: Clock,
-    timeout: float | None,
-) -> AbstractAsyncContextManager[GuardedEvents]:
-    """A ``GuardStream`` (typed as the context manager it is)."""
-    return GuardStream(handler, request, provider=provider, clock=clock, timeout=timeout)

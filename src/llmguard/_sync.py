@@ -172,6 +172,7 @@ async def _complete_in(guard: Guard, ctx: CallContext, request: Request) -> Resp
 
 @asynccontextmanager
 async def _stream_in(opened: GuardStream, ctx: CallContext) -> AsyncIterator[GuardedEvents]:
+    # Each read runs in its own portal task, so the deadline goes with each read.
     with _use(ctx):
-        async with opened as events:
+        async with opened._deadline_per_read() as events:
             yield events

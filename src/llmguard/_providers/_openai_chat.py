@@ -7,7 +7,6 @@ parts, reasoning fields, empty tool-call ids, finish reasons outside OpenAI's se
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from .._types import (
@@ -200,9 +199,9 @@ class ChatStreamState:
         self.saw_usage = False
 
 
-def chat_events(chunk: Any, state: ChatStreamState) -> Iterator[StreamEvent]:
+def chat_events(chunk: Any, state: ChatStreamState) -> list[StreamEvent]:
     """The events one ``ChatCompletionChunk`` carries."""
-    usage = chunk.usage if chunk.usage is not None else _vendor_usage(chunk)
+    events: list[StreamEvent] = []
     for choice in chunk.choices or ():
         if choice.index not in (0, None):
             continue
@@ -210,22 +209,29 @@ def chat_events(chunk: Any, state: ChatStreamState) -> Iterator[StreamEvent]:
         if delta is not None:
             content = delta.content
             if content:
-                text = _text(content)
+                text = content if type(content) is str else _text(content)
                 if text:
-                    yield TextDelta(text=text)
-            for call in delta.tool_calls or ():
-                function = call.function
-                yield ToolCallDelta(
-                    index=call.index,
-                    id=call.id or None,
-                    name=(function.name if function is not None else None) or None,
-                    arguments=(function.arguments if function is not None else None) or "",
-                )
+                    events.append(TextDelta(text=text))
+            if delta.tool_calls:
+                for call in delta.tool_calls:
+                    function = call.function
+                    events.append(
+                        ToolCallDelta(
+                            index=call.index,
+                            id=call.id or None,
+                            name=(function.name if function is not None else None) or None,
+                            arguments=(function.arguments if function is not None else None) or "",
+                        )
+                    )
         if choice.finish_reason is not None:
             state.finished = True
-            yield Finish(reason=finish_reason(choice.finish_reason))
+            events.append(Finish(reason=finish_reason(choice.finish_reason)))
+    usage = chunk.usage
+    if usage is None and chunk.model_extra:
+        usage = _vendor_usage(chunk)
     if usage is not None:
         state.saw_usage = True
         parsed = usage_from(usage)
         if parsed is not None:
-            yield UsageUpdate(usage=parsed)
+            events.append(UsageUpdate(usage=parsed))
+    return events

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -162,7 +162,7 @@ class OpenAIProvider:
                         max_tokens_field=self._max_tokens_field,
                     )
                 )
-                mapper: Callable[[Any], Iterator[StreamEvent]] = _chat_mapper()
+                mapper: Callable[[Any], Iterable[StreamEvent]] = _chat_mapper()
             else:
                 sdk_stream = await client.responses.create(
                     **responses_arguments(request, stream=True)
@@ -201,27 +201,27 @@ class OpenAIProvider:
         return f"OpenAIProvider(api={self._api!r}, base_url={base_url!r}, name={self._name!r})"
 
 
-def _chat_mapper() -> Callable[[Any], Iterator[StreamEvent]]:
+def _chat_mapper() -> Callable[[Any], Iterable[StreamEvent]]:
     state = ChatStreamState()
 
-    def mapper(chunk: Any) -> Iterator[StreamEvent]:
+    def mapper(chunk: Any) -> Iterable[StreamEvent]:
         if chunk is None:  # the end: was the answer whole?
             if not state.finished:
                 raise ProviderConnectionError("the stream ended before the model finished")
-            return iter(())
+            return ()
         return chat_events(chunk, state)
 
     return mapper
 
 
-def _responses_mapper() -> Callable[[Any], Iterator[StreamEvent]]:
+def _responses_mapper() -> Callable[[Any], Iterable[StreamEvent]]:
     state = ResponsesStreamState()
 
-    def mapper(event: Any) -> Iterator[StreamEvent]:
+    def mapper(event: Any) -> Iterable[StreamEvent]:
         if event is None:
             if not state.finished:
                 raise ProviderConnectionError("the stream ended before the response completed")
-            return iter(())
+            return ()
         return responses_events(event, state)
 
     return mapper
@@ -235,7 +235,7 @@ class _Events:
     def __init__(
         self,
         sdk_stream: Any,
-        mapper: Callable[[Any], Iterator[StreamEvent]],
+        mapper: Callable[[Any], Iterable[StreamEvent]],
         error: Callable[[BaseException], LLMGuardError],
     ) -> None:
         self._iterator = sdk_stream.__aiter__()

@@ -1,0 +1,64 @@
+"""A minimal fake OpenAI transport for benchmarks: fixed bodies, no network."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import openai
+
+COMPLETION = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello there!", "refusal": None},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+    }
+).encode()
+
+
+def stream_body(chunks: int) -> bytes:
+    base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    lines = []
+    for i in range(chunks):
+        delta = {"content": f"w{i} "}
+        lines.append({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+    lines.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    usage = {"prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks}
+    lines.append({**base, "choices": [], "usage": usage})
+    text = "".join(f"data: {json.dumps(line)}\n\n" for line in lines) + "data: [DONE]\n\n"
+    return text.encode()
+
+
+def http_module() -> Any:
+    if int(openai.__version__.split(".")[0]) >= 3:
+        import httpx2
+
+        return httpx2
+    import httpx
+
+    return httpx
+
+
+def fake_client(stream_chunks: int = 100) -> openai.AsyncOpenAI:
+    http = http_module()
+    streamed = stream_body(stream_chunks)
+
+    def handler(request: Any) -> Any:
+        if b'"stream":true' in request.content.replace(b" ", b""):
+            return http.Response(200, headers={"content-type": "text/event-stream"}, content=streamed)
+        return http.Response(200, headers={"content-type": "application/json"}, content=COMPLETION)
+
+    return openai.AsyncOpenAI(
+        api_key="sk-bench",
+        max_retries=0,
+        http_client=http.AsyncClient(transport=http.MockTransport(handler)),
+    )
