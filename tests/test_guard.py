@@ -352,3 +352,40 @@ async def test_function_provider_streams_a_completion_as_events() -> None:
     assert kinds == ["TextDelta", "UsageUpdate", "Finish"]
     assert events.response.text == "whole"
     assert events.response.usage.output_tokens == 2
+
+
+@pytest.mark.anyio
+async def test_attempt_hooks_run_before_every_attempt_and_can_stop_one() -> None:
+    seen: list[int] = []
+
+    class Hooked(BaseLayer):
+        async def complete(self, request: Request, call_next: Handler) -> Response:
+            state = llmguard.current_call()
+            assert state is not None
+
+            async def hook(state: llmguard.CallState, request: Request, n: int) -> None:
+                seen.append(n)
+                if n == 2:
+                    raise llmguard.BudgetExceeded(
+                        scope="s", limit=1, used=1, remaining=0, unit="tokens", reset_at=None
+                    )
+
+            state.before_attempt(hook)
+            return await call_next(request)
+
+    fake = FakeProvider([FakeReply.server_error(500), FakeReply.server_error(500), "never"])
+
+    class Retry3(BaseLayer):
+        async def complete(self, request: Request, call_next: Handler) -> Response:
+            for _ in range(2):
+                try:
+                    return await call_next(request)
+                except llmguard.ProviderError:
+                    pass
+            return await call_next(request)
+
+    guard = Guard(fake, [Hooked(), Retry3()], model="m")
+    with pytest.raises(llmguard.BudgetExceeded):
+        await guard.complete(user="hi")
+    assert seen == [0, 1, 2]
+    assert len(fake.requests) == 2

@@ -71,6 +71,8 @@ class AttemptRecorder:
         state = _CURRENT_CALL.get()
         if state is None:
             return await self._provider.complete(request)
+        if state._before_attempt:
+            await state.run_before_attempt(request)
         now = self._clock.now
         attempt = Attempt(provider=self._name, model=request.model, started_at=now())
         attempts = state.attempts
@@ -90,6 +92,8 @@ class AttemptRecorder:
     @asynccontextmanager
     async def stream(self, request: Request) -> AsyncIterator[EventStream]:
         state = _CURRENT_CALL.get()
+        if state is not None and state._before_attempt:
+            await state.run_before_attempt(request)
         attempt = Attempt(provider=self._name, model=request.model, started_at=self._clock.now())
         if state is not None:
             state.attempts.append(attempt)

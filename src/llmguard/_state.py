@@ -9,7 +9,7 @@ data on themselves.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from random import getrandbits
@@ -35,6 +35,7 @@ class Attempt:
 
 
 FinishCallback = Callable[["CallState", "Response | None", "BaseException | None"], None]
+AttemptHook = Callable[["CallState", "Request", int], Awaitable[None]]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -62,6 +63,7 @@ class CallState:
     extra: dict[str, Any] = field(default_factory=dict)
     ended_at: float | None = None
     _on_finish: list[FinishCallback] = field(default_factory=list, repr=False)
+    _before_attempt: list[AttemptHook] = field(default_factory=list, repr=False)
     _finished: bool = field(default=False, repr=False)
 
     @staticmethod
@@ -79,6 +81,19 @@ class CallState:
         for attempt in attempts:
             total = total + attempt.usage
         return total
+
+    def before_attempt(self, hook: AttemptHook) -> None:
+        """Await ``hook(state, request, n)`` before each provider attempt (``n`` counts
+        from 0), whichever layer makes it: a retry, a re-ask, a tool step, a fallback
+        hop. An exception from the hook (``BudgetExceeded``, say) stops that attempt.
+        """
+        self._before_attempt.append(hook)
+
+    async def run_before_attempt(self, request: Request) -> None:
+        """Run the attempt hooks (called by the stack itself, not by layers)."""
+        number = len(self.attempts)
+        for hook in self._before_attempt:
+            await hook(self, request, number)
 
     def on_finish(self, callback: FinishCallback) -> None:
         """Run ``callback(state, response, error)`` once when the call ends."""
