@@ -54,7 +54,9 @@ def fake_client(stream_chunks: int = 100) -> openai.AsyncOpenAI:
 
     def handler(request: Any) -> Any:
         if b'"stream":true' in request.content.replace(b" ", b""):
-            return http.Response(200, headers={"content-type": "text/event-stream"}, content=streamed)
+            return http.Response(
+                200, headers={"content-type": "text/event-stream"}, content=streamed
+            )
         return http.Response(200, headers={"content-type": "application/json"}, content=COMPLETION)
 
     return openai.AsyncOpenAI(

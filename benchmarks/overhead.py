@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 
-sys.path.insert(0, str(__import__('pathlib').Path(__file__).parent))
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 
 from llmguard import CallRecord, FunctionProvider, Guard, Observe, Request, Response, Usage
 
@@ -173,7 +173,9 @@ def main() -> None:
         )
         print(f"{'variant':50} {'µs':>9} {'ratio to raw SDK':>17}")
         for name, micros in figures.items():
-            raw = figures["call: raw openai SDK" if name.startswith("call") else "stream: raw openai SDK"]
+            raw = figures[
+                "call: raw openai SDK" if name.startswith("call") else "stream: raw openai SDK"
+            ]
             print(f"{name:50} {micros:9.2f} {micros / raw:17.3f}")
 
     empty = import_time("pass", args.import_runs)

@@ -3,8 +3,13 @@
 Every command is a short synchronous change to plain dicts with no ``await`` between
 reading and writing, so it is atomic on one event loop; a ``threading.Lock`` makes it
 atomic across threads too (``guard.sync`` may use the same store from an event loop in
-another thread). Each command starts with a checkpoint, so a cancelled caller is
-cancelled before the command runs, never halfway, as with a networked store.
+another thread). Each command but the cache read (``get``) starts with a checkpoint, so
+a cancelled caller is cancelled before the command runs, never halfway, as with a
+networked store.
+
+Limits are per process: a ``MemoryStore`` used in a forked child (gunicorn, Celery
+prefork) warns once, with ``PerProcessStoreWarning``, that each process now counts on
+its own. Share budgets between processes with ``SQLiteStore`` or ``RedisStore``.
 
 Time comes from the injected ``clock`` (wall-clock epoch seconds): budget windows,
 reservation holds, cache TTLs, locks and shared-state TTLs all read it, so tests move
@@ -14,22 +19,34 @@ time by hand instead of sleeping.
 from __future__ import annotations
 
 import math
+import os
 import secrets
 import threading
 import time
+import warnings
 from collections.abc import Callable
 
 import anyio.lowlevel
 from cachetools import TLRUCache
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, LLMGuardError
 from ._memory_ledger import MemoryLedger
 from ._roles import LedgerResult, Versioned, Window
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemoryStore", "PerProcessStoreWarning"]
 
 #: Expired locks, shared values and idle ledger keys are swept every this many commands.
 SWEEP_EVERY = 1024
+
+
+class PerProcessStoreWarning(LLMGuardError, UserWarning):
+    """A ``MemoryStore`` is used in a process other than the one that made it.
+
+    After a ``fork()`` (gunicorn, Celery prefork, ``multiprocessing``) each process has
+    its own copy of the store, so a budget of N admits up to N per process. Use
+    ``SQLiteStore`` (one host) or ``RedisStore`` (many hosts) to share the limits.
+    A ``UserWarning`` (and an ``LLMGuardError``, like everything llmguard raises).
+    """
 
 
 def _expiry(now: float, ttl: float | None) -> float:
@@ -71,6 +88,7 @@ class MemoryStore:
         self._values: dict[str, tuple[Versioned, float]] = {}  # key -> (value, expires)
         self._counters: dict[str, tuple[int, float]] = {}  # key -> (count, expires)
         self._commands = 0
+        self._pid = os.getpid()
 
     def __repr__(self) -> str:
         return (
@@ -98,6 +116,18 @@ class MemoryStore:
             for key in [key for key, entry in table.items() if not now < entry[1]]:
                 del table[key]
 
+    def _check_process(self) -> None:
+        """Warn once per process when the store is used in a process it was not made in."""
+        pid = os.getpid()
+        if pid != self._pid:
+            self._pid = pid
+            warnings.warn(
+                "this MemoryStore was created in another process (a fork): its budget "
+                "limits now count per process; use SQLiteStore or RedisStore to share them",
+                PerProcessStoreWarning,
+                stacklevel=3,
+            )
+
     # -- BudgetLedger ------------------------------------------------------------------
 
     async def reserve(
@@ -110,6 +140,7 @@ class MemoryStore:
         numbers and holds nothing more. ``reset_at`` is the window's end; for a sliding
         window, when the oldest counted entry slides out (``now + seconds`` if none).
         """
+        self._check_process()
         await anyio.lowlevel.checkpoint()
         with self._lock:
             return self._ledger.reserve(
@@ -129,6 +160,7 @@ class MemoryStore:
         still holds budget); if it was settled or released, nothing is held and the
         answer is ``ok=True``.
         """
+        self._check_process()
         await anyio.lowlevel.checkpoint()
         with self._lock:
             return self._ledger.extend(
@@ -144,18 +176,21 @@ class MemoryStore:
         lost); a repeat, or a settle after a release, is a no-op. Closed ids are
         remembered for ``max(hold, window length if finite, 3600)`` seconds.
         """
+        self._check_process()
         await anyio.lowlevel.checkpoint()
         with self._lock:
             return self._ledger.settle(key, reservation_id, amount, window=window, now=self._now())
 
     async def release(self, key: str, reservation_id: str, *, window: Window) -> LedgerResult:
         """Close the reservation without counting; a no-op when unknown or closed."""
+        self._check_process()
         await anyio.lowlevel.checkpoint()
         with self._lock:
             return self._ledger.release(key, reservation_id, window=window, now=self._now())
 
     async def usage(self, key: str, *, window: Window, limit: int | None = None) -> LedgerResult:
         """Used, reserved and reset time of ``key`` (``ok`` is always true)."""
+        self._check_process()
         await anyio.lowlevel.checkpoint()
         with self._lock:
             return self._ledger.usage(key, window=window, limit=limit, now=self._now())
@@ -163,8 +198,11 @@ class MemoryStore:
     # -- CacheStore --------------------------------------------------------------------
 
     async def get(self, key: str) -> bytes | None:
-        """The value, or ``None`` when missing, expired or evicted."""
-        await anyio.lowlevel.checkpoint()
+        """The value, or ``None`` when missing, expired or evicted.
+
+        The one command with no checkpoint: a cache read is on every call's hot path,
+        and a lookup that never waits has nothing to cancel.
+        """
         with self._lock:
             self._now()
             entry = self._cache.get(key)
