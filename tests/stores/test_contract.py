@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import functools
 import math
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -22,9 +24,19 @@ from zoneinfo import ZoneInfo
 
 import anyio
 import pytest
+from _redis_servers import (
+    CLUSTER,
+    TRIO_REASON,
+    delete_prefix,
+    on_asyncio,
+    require_redis,
+    require_server_binary,
+)
 
 from llmguard._stores._roles import BudgetLedger, CacheStore, SharedState, Window
 from llmguard._stores.memory import SWEEP_EVERY, MemoryStore
+from llmguard._stores.redis import RedisStore
+from llmguard._stores.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -88,8 +100,71 @@ async def make_memory_store() -> AsyncIterator[StoreHarness]:
     yield StoreHarness(store=store, now=clock, set_time=set_time, cache_capacity=MEMORY_CAPACITY)
 
 
+def _harness(store: Store, clock: FakeClock) -> StoreHarness:
+    def set_time(t: float) -> None:
+        clock.t = t
+
+    return StoreHarness(store=store, now=clock, set_time=set_time)
+
+
+@asynccontextmanager
+async def make_sqlite_store() -> AsyncIterator[StoreHarness]:
+    clock = FakeClock(START)
+    with tempfile.TemporaryDirectory(prefix="llmguard-contract-") as folder:
+        store = SQLiteStore(f"{folder}/store.db", clock=clock)
+        try:
+            yield _harness(store, clock)
+        finally:
+            await store.aclose()
+
+
+# The contract is about semantics; the bound is tested in test_redis.py. A loaded CI
+# box can take more than the default 250 ms to open 50 connections at once.
+REDIS_TIMEOUT = 5.0
+
+
+@asynccontextmanager
+async def _redis_harness(store: RedisStore, prefix: str) -> AsyncIterator[StoreHarness]:
+    clock = FakeClock(START)
+    store._test_clock = clock  # the scripts read this instead of the server's TIME
+    try:
+        await store.connect()
+        yield _harness(store, clock)
+    finally:
+        try:
+            await delete_prefix(store._client, prefix)
+        finally:
+            await store.aclose()
+
+
+@asynccontextmanager
+async def make_redis_store() -> AsyncIterator[StoreHarness]:
+    if not on_asyncio():
+        pytest.skip(TRIO_REASON)
+    url = require_redis()
+    prefix = f"llmguard-test:{uuid.uuid4().hex}:"
+    store = RedisStore.from_url(url, prefix=prefix, timeout=REDIS_TIMEOUT)
+    async with _redis_harness(store, prefix) as harness:
+        yield harness
+
+
+@asynccontextmanager
+async def make_redis_cluster_store() -> AsyncIterator[StoreHarness]:
+    if not on_asyncio():
+        pytest.skip(TRIO_REASON)
+    require_server_binary()
+    nodes = await anyio.to_thread.run_sync(CLUSTER.ensure)
+    prefix = f"llmguard-test:{uuid.uuid4().hex}:"
+    store = RedisStore.cluster(nodes, prefix=prefix, timeout=REDIS_TIMEOUT)
+    async with _redis_harness(store, prefix) as harness:
+        yield harness
+
+
 STORE_FACTORIES: dict[str, Callable[[], AbstractAsyncContextManager[StoreHarness]]] = {
     "memory": make_memory_store,
+    "sqlite": make_sqlite_store,
+    "redis": make_redis_store,
+    "redis-cluster": make_redis_cluster_store,
 }
 
 

@@ -6,7 +6,7 @@ State per key (a budget scope):
   ids already applied to it. A reservation expires when ``now > expires``; expired
   ones are dropped lazily whenever the key is touched.
 - ``closed``: ids settled or released recently, so that repeating a command is a no-op.
-  Each is forgotten after ``max(hold, window length if finite, 3600)`` seconds.
+  Each is remembered at least ``max(hold, window length if finite, 3600)`` seconds.
 - ``usage``: what was settled, per window. Fixed and month windows keep the window
   start and a total (a new start means the window rolled over: the total restarts at
   0); sliding windows keep ``(time, amount)`` entries, counted while
@@ -52,8 +52,15 @@ class _Account:
         """Drop expired reservations and closed ids past their memory."""
         for rid in [rid for rid, h in self.holds.items() if now > h.expires]:
             del self.holds[rid]
-        for rid in [rid for rid, until in self.closed.items() if now > until]:
-            del self.closed[rid]
+        # Closed ids are kept in the order they closed: drop from the oldest while they
+        # are past their memory (O(dropped), not a scan of every id on every command; an
+        # id behind a longer-remembered one is forgotten when that one is).
+        closed = self.closed
+        while closed:
+            rid = next(iter(closed))
+            if not now > closed[rid]:
+                break
+            del closed[rid]
 
     def used(self, window: Window, now: float) -> tuple[int, float]:
         """What was settled in the window holding ``now``, and when that count resets."""

@@ -17,12 +17,27 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
 from .._errors import ConfigurationError
 
-__all__ = ["BudgetLedger", "CacheStore", "LedgerResult", "SharedState", "Versioned", "Window"]
+__all__ = [
+    "BudgetLedger",
+    "CacheStore",
+    "LedgerResult",
+    "SharedState",
+    "StoreErrorPolicy",
+    "Versioned",
+    "Window",
+]
+
+#: What a guard does when its store raises ``StoreUnavailable`` (``on_store_error=``):
+#: ``"closed"`` refuses the call (the error propagates), ``"open"`` lets the call go on
+#: as if the store were not there. Budgets default to ``"closed"`` (never overspend),
+#: caches to ``"open"`` (a cache miss is always safe). Every store decides within its
+#: ``timeout`` (default 250 ms), so either policy answers within a bounded time.
+StoreErrorPolicy = Literal["closed", "open"]
 
 
 _NAIVE_EPOCH = datetime(1970, 1, 1)
@@ -148,6 +163,11 @@ class Window:
         """When the window holding ``now`` ends, as an aware datetime (``None``: never)."""
         end = self.bounds(now)[1]
         return None if math.isinf(end) else datetime.fromtimestamp(end, UTC)
+
+
+def window_id(window: Window) -> str:
+    """A stable text name for ``window`` (equal windows, equal names), for stored keys."""
+    return f"{window.kind}/{window.seconds!r}/{window.tz}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,395 @@
+"""``RedisStore``: the three store roles on Redis or Redis Cluster, for many hosts.
+
+- Every read-modify-write is one Lua script (``lua/``), loaded once per client and
+  run by ``EVALSHA`` (redis-py's script object loads it again on ``NOSCRIPT``, on a
+  cluster on every primary). A command is one round trip.
+- Time comes from the server: each script reads ``TIME``, so clients with drifting
+  clocks agree on windows, holds and TTLs. (Tests move time with ``_test_clock``.)
+- Every key of one budget scope, cache key or lock carries one hash tag, so a script
+  only touches one slot; keys expire (``PEXPIRE``) once what they hold no longer
+  counts. See ``_redis_keys`` for the layout.
+- Bounded failure: no answer within ``timeout`` (default 250 ms), a refused or cut
+  connection, or any Redis error raises ``StoreUnavailable`` with the cause attached;
+  an outage logs one warning; the next success ends it, with no restart.
+
+redis-py's asyncio client runs on asyncio only: a ``RedisStore`` used under trio
+raises ``ConfigurationError``. redis is imported only when a ``RedisStore`` is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+import anyio.lowlevel
+
+from .._errors import ConfigurationError
+from ._failure import DEFAULT_TIMEOUT, Outage, check_hold, check_timeout
+from ._memory_ledger import _check_amount
+from ._redis_client import SCRIPTS, build_client, build_cluster, import_redis, script_source
+from ._redis_keys import DEFAULT_PREFIX, KeyLayout, WindowArgs
+from ._roles import LedgerResult, Versioned, Window
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis, RedisCluster
+    from redis.commands.core import AsyncScript
+
+__all__ = ["RedisStore"]
+
+T = TypeVar("T")
+
+#: This host's wall clock: only a first guess of the server's (tests skew it).
+wall_clock = time.time
+
+#: Commands that sending twice could count twice: never retried after a dropped connection.
+#: (Every other script is idempotent: by reservation id, by lock token, or by nature.)
+_NOT_RETRYABLE = frozenset({"cas", "incr"})
+
+
+class RedisStore:
+    """A ``BudgetLedger``, ``CacheStore`` and ``SharedState`` on Redis (or a cluster).
+
+    Build one with ``RedisStore.from_url("redis://host:6379/0")`` or
+    ``RedisStore.cluster(["host1:7000", "host2:7000"])`` (or a cluster URL); both make
+    and own a client bounded by ``timeout``. ``RedisStore(client)`` uses a
+    ``redis.asyncio.Redis`` or ``RedisCluster`` you made (and leaves it open on
+    ``aclose``); ``timeout`` still bounds every command, but set the client's own
+    timeouts and retries to match.
+
+    ``prefix`` (default ``"llmguard:"``, no braces) starts every key, so several
+    applications can share a Redis. ``timeout`` bounds every command: without an
+    answer by then it raises ``StoreUnavailable``. ``max_connections`` caps the pool
+    (per node on a cluster) and the commands in flight: a command waits for its turn
+    within its ``timeout``, so a burst against a Redis that hangs still gets every
+    answer in time.
+
+    Use it from one asyncio event loop (the one that first uses it). ``aclose()`` or
+    ``async with`` closes what it owns.
+
+    For tests only: set ``_test_clock`` to a callable returning epoch seconds, and
+    the scripts use that instead of the server's ``TIME``.
+    """
+
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        redis = import_redis()
+        self._client = client
+        self._cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
+        self._keys = KeyLayout(prefix)
+        self._timeout = check_timeout(timeout)
+        self._owns_client = False
+        self._max_in_flight: int | None = None
+        self._in_flight: anyio.Semaphore | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+        self._windows = WindowArgs()
+        self._skew = 0.0  # server clock minus ours, from the last ledger answer
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._outage = Outage(f"RedisStore(prefix={prefix!r})")
+        self._connection_error: type[BaseException] = redis.exceptions.ConnectionError
+        self._errors: tuple[type[BaseException], ...] = (
+            redis.exceptions.RedisError,
+            redis.exceptions.RedisClusterException,
+            OSError,
+        )
+        #: Test-only: epoch seconds to use instead of the server's ``TIME``.
+        self._test_clock: Callable[[], float] | None = None
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_connections: int = 50,
+    ) -> RedisStore:
+        """A store on the Redis at ``url`` (``redis://``, ``rediss://``, ``unix://``)."""
+        timeout = check_timeout(timeout)
+        client = build_client(url, timeout=timeout, max_connections=max_connections)
+        store = cls(client, prefix=prefix, timeout=timeout)
+        store._owns_client = True
+        store._max_in_flight = max_connections
+        return store
+
+    @classmethod
+    def cluster(
+        cls,
+        nodes: str | Sequence[str | tuple[str, int]],
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_connections: int = 50,
+    ) -> RedisStore:
+        """A store on a Redis Cluster: a URL, or startup nodes as ``"host:port"``."""
+        timeout = check_timeout(timeout)
+        client = build_cluster(nodes, timeout=timeout, max_connections=max_connections)
+        store = cls(client, prefix=prefix, timeout=timeout)
+        store._owns_client = True
+        store._max_in_flight = max_connections
+        return store
+
+    def __repr__(self) -> str:
+        kind = "cluster" if self._cluster else "redis"
+        return f"RedisStore({kind}, prefix={self._keys.prefix!r}, timeout={self._timeout!r})"
+
+    async def __aenter__(self) -> RedisStore:
+        try:
+            await self.connect()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def connect(self) -> None:
+        """Connect and load the scripts now, not on first use (``async with`` does this).
+
+        On a cluster this also learns which node holds which slots. Bounded like any
+        command: raises ``StoreUnavailable`` when Redis does not answer in time.
+        """
+
+        async def load() -> None:
+            if self._cluster:
+                await self._client.initialize()
+            for name in SCRIPTS:
+                script = self._script(name)
+                script.sha = await self._client.script_load(script.script)
+
+        await self._bounded(load)
+
+    async def aclose(self) -> None:
+        """Close the client and its connections if this store made them."""
+        self._check_loop()
+        if self._owns_client:
+            await self._client.aclose()
+
+    # -- running a script --------------------------------------------------------------
+
+    def _check_loop(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise ConfigurationError(
+                "RedisStore runs on asyncio only (redis-py's client is asyncio-only); "
+                "under trio use SQLiteStore or MemoryStore"
+            ) from None
+        if self._loop is None or self._loop() is None or self._loop() is loop:
+            self._loop = weakref.ref(loop)
+            return
+        raise ConfigurationError(
+            "this RedisStore is bound to the event loop that first used it (its "
+            "connections belong to that loop); make one RedisStore per event loop"
+        )
+
+    def _script(self, name: str) -> AsyncScript:
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self._client.register_script(script_source(name))
+        return script
+
+    def _now_arg(self) -> tuple[str, float]:
+        """ARGV[1] (the time override, '' for the server's clock) and our best guess."""
+        clock = self._test_clock
+        if clock is not None:
+            now = clock()
+            return repr(now), now
+        return "", wall_clock() + self._skew
+
+    async def _bounded(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work`` within the bound; every failure becomes ``StoreUnavailable``."""
+        self._check_loop()
+        try:
+            with anyio.fail_after(self._timeout):  # the bound runs from the call
+                # A cancelled caller stops here; otherwise the network I/O yields anyway.
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                if self._max_in_flight is not None and self._in_flight is None:
+                    self._in_flight = anyio.Semaphore(self._max_in_flight, fast_acquire=True)
+                if self._in_flight is None:
+                    result = await work()
+                else:
+                    async with self._in_flight:
+                        result = await work()
+        except TimeoutError as exc:
+            ms = round(self._timeout * 1000)
+            raise self._outage.failed(exc, f"no answer within {ms} ms") from exc
+        except self._errors as exc:
+            raise self._outage.failed(exc, "Redis failed") from exc
+        self._outage.succeeded()
+        return result
+
+    async def _eval(self, name: str, op: str, keys: list[str], args: list[Any]) -> Any:
+        """Run script ``name`` (one round trip), within the bound."""
+        script = self._script(name)
+
+        async def run() -> Any:
+            try:
+                return await script(keys=keys, args=args)
+            except self._connection_error:
+                # A pooled connection the server dropped (say, after a restart): once
+                # more on a fresh one, if sending it twice cannot count it twice.
+                if op in _NOT_RETRYABLE:
+                    raise
+            return await script(keys=keys, args=args)
+
+        return await self._bounded(run)
+
+    # -- BudgetLedger ------------------------------------------------------------------
+
+    async def _ledger(
+        self,
+        op: str,
+        key: str,
+        reservation_id: str,
+        amount: int,
+        *,
+        limit: int | None,
+        window: Window,
+        hold: float,
+    ) -> LedgerResult:
+        keys = self._keys.ledger(key, window)
+        now_arg, at = self._now_arg()
+        common = [op, reservation_id, str(int(amount)), "" if limit is None else str(int(limit))]
+        for _ in range(3):
+            args = [now_arg, *common, repr(hold), *self._windows.args(window, at)]
+            status, used, reserved, reset_at, now = await self._eval("ledger", op, keys, args)
+            server_now = float(now)
+            if not now_arg:
+                self._skew = server_now - wall_clock()
+            if status != -1:
+                return LedgerResult(
+                    ok=status == 1,
+                    used=int(used),
+                    reserved=int(reserved),
+                    limit=limit,
+                    reset_at=float(reset_at),
+                )
+            at = server_now  # our guess of the server's time was off: use its own
+        raise self._outage.failed(
+            RuntimeError(f"window bounds kept missing the server's time {at!r}"),
+            "the server's clock moved while the window was computed",
+        )
+
+    async def reserve(
+        self, key: str, reservation_id: str, amount: int, *, limit: int, window: Window, hold: float
+    ) -> LedgerResult:
+        """Hold ``amount`` for ``hold`` seconds if it fits; see ``MemoryStore.reserve``."""
+        _check_amount(amount)
+        hold = check_hold(hold)
+        return await self._ledger(
+            "reserve", key, reservation_id, amount, limit=limit, window=window, hold=hold
+        )
+
+    async def extend(
+        self, key: str, reservation_id: str, amount: int, *, limit: int, window: Window, hold: float
+    ) -> LedgerResult:
+        """Grow a reservation once per ``"<rid>/<step>"`` id; see ``MemoryStore.extend``."""
+        _check_amount(amount)
+        hold = check_hold(hold)
+        return await self._ledger(
+            "extend", key, reservation_id, amount, limit=limit, window=window, hold=hold
+        )
+
+    async def settle(
+        self, key: str, reservation_id: str, amount: int, *, window: Window
+    ) -> LedgerResult:
+        """Close the reservation and count ``amount``; see ``MemoryStore.settle``."""
+        _check_amount(amount)
+        return await self._ledger(
+            "settle", key, reservation_id, amount, limit=None, window=window, hold=0.0
+        )
+
+    async def release(self, key: str, reservation_id: str, *, window: Window) -> LedgerResult:
+        """Close the reservation without counting; a no-op when unknown or closed."""
+        return await self._ledger(
+            "release", key, reservation_id, 0, limit=None, window=window, hold=0.0
+        )
+
+    async def usage(self, key: str, *, window: Window, limit: int | None = None) -> LedgerResult:
+        """Used, reserved and reset time of ``key`` (``ok`` is always true)."""
+        return await self._ledger("usage", key, "", 0, limit=limit, window=window, hold=0.0)
+
+    # -- CacheStore --------------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes | None:
+        """The value, or ``None`` when missing or expired."""
+        reply = await self._eval(
+            "cache", "get", [self._keys.cache(key)], [self._now_arg()[0], "get"]
+        )
+        return None if reply is None else bytes(reply)
+
+    async def set(self, key: str, value: bytes, *, ttl: float | None) -> None:
+        """Store ``value`` for ``ttl`` seconds (``None``: until deleted; ``<= 0``: delete)."""
+        args = [self._now_arg()[0], "set", bytes(value), _ttl_arg(ttl)]
+        await self._eval("cache", "set", [self._keys.cache(key)], args)
+
+    async def delete(self, key: str) -> None:
+        """Remove the value if present."""
+        await self._eval("cache", "del", [self._keys.cache(key)], [self._now_arg()[0], "del"])
+
+    async def acquire_lock(self, key: str, *, ttl: float) -> str | None:
+        """Take the lock ``key`` for ``ttl`` seconds: a fresh token, or ``None`` if held."""
+        token = secrets.token_hex(16)
+        args = [self._now_arg()[0], "lock", token, _ttl_arg(ttl, required=True)]
+        reply = await self._eval("cache", "lock", [self._keys.lock(key)], args)
+        return None if reply is None else token
+
+    async def release_lock(self, key: str, token: str) -> bool:
+        """Release the lock if ``token`` holds it and it has not expired."""
+        args = [self._now_arg()[0], "unlock", token]
+        return bool(await self._eval("cache", "unlock", [self._keys.lock(key)], args))
+
+    # -- SharedState -------------------------------------------------------------------
+
+    async def read(self, key: str) -> Versioned | None:
+        """The value and its version, or ``None`` when missing or expired."""
+        reply = await self._eval(
+            "state", "read", [self._keys.value(key)], [self._now_arg()[0], "read"]
+        )
+        if reply is None:
+            return None
+        value, version = reply
+        return Versioned(value=bytes(value), version=int(version))
+
+    async def compare_and_set(
+        self, key: str, version: int, value: bytes, *, ttl: float | None
+    ) -> bool:
+        """Write ``value`` if the stored version is ``version`` (0: missing or expired)."""
+        args = [self._now_arg()[0], "cas", str(int(version)), bytes(value), _ttl_arg(ttl)]
+        return bool(await self._eval("state", "cas", [self._keys.value(key)], args))
+
+    async def increment(self, key: str, amount: int, *, ttl: float | None) -> int:
+        """Add ``amount`` to the counter ``key`` (missing or expired: 0); the new count.
+
+        ``ttl`` applies when the increment creates the counter; later ones keep it.
+        Not retried on a dropped connection (it would count twice).
+        """
+        args = [self._now_arg()[0], "incr", str(int(amount)), _ttl_arg(ttl)]
+        return int(await self._eval("state", "incr", [self._keys.counter(key)], args))
+
+
+def _ttl_arg(ttl: float | None, *, required: bool = False) -> str:
+    """A TTL as script text: '' for none (``None`` or infinite)."""
+    value = math.inf if ttl is None else float(ttl)
+    if math.isnan(value) or (required and not math.isfinite(value)):
+        raise ValueError(f"ttl must be a finite number of seconds, not {ttl!r}")
+    return repr(value) if math.isfinite(value) else ""
