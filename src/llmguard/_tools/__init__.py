@@ -1,0 +1,1 @@
+"""Tools: ``@tool``, ``Toolbox`` (the allowlist) and the tool loop behind ``guard.run_tools``."""
