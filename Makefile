@@ -29,6 +29,14 @@ test: $(VENV)/.dev-installed $(VENV2)/.dev-installed
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/stores.py
+	$(BIN)/python benchmarks/stream.py
+	$(BIN)/python benchmarks/tools.py
+	$(BIN)/python benchmarks/structured.py
+	$(BIN)/python benchmarks/fallback.py
+	bash scripts/ensure-redis.sh
+	$(BIN)/python benchmarks/budget.py
+	$(BIN)/python benchmarks/cache.py
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)

@@ -389,3 +389,18 @@ async def test_attempt_hooks_run_before_every_attempt_and_can_stop_one() -> None
         await guard.complete(user="hi")
     assert seen == [0, 1, 2]
     assert len(fake.requests) == 2
+
+
+@pytest.mark.anyio
+async def test_keyword_layers_are_stacked_in_the_default_order() -> None:
+    trace: list[str] = []
+    names = ["cache", "budget", "fallback", "breaker", "retry", "deadlines"]
+    tags = {name: Tag(name, trace) for name in names}
+    guard = Guard(FakeProvider(["ok"]), model="m", observe=True, **tags)  # type: ignore[arg-type]
+    assert isinstance(guard.layers[0], Observe)
+    await guard.complete(user="hi")
+    assert [t for t in trace if t.startswith("in:")] == [f"in:{n}" for n in names]
+    with pytest.raises(ConfigurationError, match="not both"):
+        Guard(FakeProvider(), [Observe()], observe=True)
+    custom = Observe(include_content=True)
+    assert Guard(FakeProvider(), observe=custom).layers == (custom,)

@@ -365,8 +365,15 @@ def test_close_then_use_again_starts_a_new_loop(make_guard: MakeGuard) -> None:
 
 
 def _signature(function: Callable[..., object]) -> inspect.Signature:
-    # RequestOptions is imported by _sync only under TYPE_CHECKING.
-    return inspect.signature(function, eval_str=True, locals={"RequestOptions": RequestOptions})
+    # _guard and _sync import the types of their signatures only under TYPE_CHECKING
+    # (so `import llmguard` stays fast): resolve them from the public namespace.
+    import llmguard._output.types as output_types
+    import llmguard._tools.loop as tools_loop
+
+    names = {name: getattr(llmguard, name) for name in llmguard.__all__}
+    names.update(RequestOptions=RequestOptions, T=output_types.T)
+    names.update(ToolRunOptions=tools_loop.ToolRunOptions)
+    return inspect.signature(function, eval_str=True, locals=names)
 
 
 def test_sync_verbs_have_the_signatures_of_the_async_verbs() -> None:

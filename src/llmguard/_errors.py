@@ -12,7 +12,10 @@ Every error that llmguard raises is an ``LLMGuardError``::
     │   └── Refusal                 the model refused (a typed answer, not retried)
     ├── DeadlineExceeded            one of llmguard's deadlines fired
     │   └── StreamTimeout           a stream's first-token, idle or total deadline
+    ├── SSEError                    an SSE stream read by parse_sse ended in an error
+    ├── ClientDisconnected          a streamed response's client went away (recorded only)
     ├── BudgetExceeded              a budget refused the call (scope, remaining, reset_at)
+    ├── UnknownPrice                a dollar budget cannot price the model (model, provider)
     ├── OutputValidationError       structured output failed every attempt
     ├── ToolError                   a tool call could not be run
     │   └── ToolLoopLimit           the tool loop reached max_steps
@@ -33,6 +36,7 @@ from typing import Any
 __all__ = [
     "BudgetExceeded",
     "CircuitOpen",
+    "ClientDisconnected",
     "ConfigurationError",
     "DeadlineExceeded",
     "LLMGuardError",
@@ -43,11 +47,13 @@ __all__ = [
     "ProviderTimeout",
     "RateLimited",
     "Refusal",
+    "SSEError",
     "StoreUnavailable",
     "StreamTimeout",
     "SyncUsageError",
     "ToolError",
     "ToolLoopLimit",
+    "UnknownPrice",
 ]
 
 
@@ -175,7 +181,52 @@ class DeadlineExceeded(LLMGuardError):
 
 
 class StreamTimeout(DeadlineExceeded):
-    """A stream's first-token, idle or total deadline fired; the upstream was closed."""
+    """A stream's first-token, idle or total deadline fired; the upstream was closed.
+
+    Attributes (besides ``deadline`` and ``seconds``): ``elapsed``, the seconds from
+    opening the stream to the moment the deadline fired, and ``events``, how many
+    events had arrived by then.
+    """
+
+    def __init__(
+        self, deadline: str, seconds: float, *, elapsed: float | None = None, events: int = 0
+    ) -> None:
+        after = f" after {elapsed:.3g} s" if elapsed is not None else ""
+        super().__init__(
+            deadline,
+            seconds,
+            f"the stream's {deadline} deadline of {seconds:g} s fired{after} "
+            f"({events} events received); the upstream request was closed",
+        )
+        self.elapsed = elapsed
+        self.events = events
+
+
+class ClientDisconnected(LLMGuardError):
+    """The client of a streamed HTTP response went away before the stream ended.
+
+    The framework helpers close the upstream request at once and record the call
+    with this error (and the usage received so far); it is never raised to your code.
+    """
+
+    def __init__(self, message: str = "the client disconnected; the upstream was closed") -> None:
+        super().__init__(message)
+
+
+class SSEError(LLMGuardError):
+    """A server-sent-event stream read by ``parse_sse`` ended in an ``event: error``
+    frame, or ended without its ``data: [DONE]`` terminator (``error_type`` is then
+    ``"IncompleteStream"``): the answer is not whole.
+
+    Attributes: ``error_type`` (the error's class name as the server sent it),
+    ``status_code`` (the HTTP status the server mapped it to, if it said).
+    """
+
+    def __init__(self, error_type: str, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(f"{error_type}: {message}")
+        self.error_type = error_type
+        self.message = message
+        self.status_code = status_code
 
 
 class BudgetExceeded(LLMGuardError):
@@ -206,6 +257,25 @@ class BudgetExceeded(LLMGuardError):
         self.remaining = remaining
         self.unit = unit
         self.reset_at = reset_at
+
+
+class UnknownPrice(LLMGuardError):
+    """A dollar budget refused a call to a model whose price it does not know.
+
+    Raised before anything is sent when the budget's ``on_unknown_price`` is
+    ``"refuse"`` (the default). Attributes: ``model`` and ``provider``. Add the model to
+    ``Pricing(prices={...})``, or choose ``on_unknown_price="warn"`` (count its tokens
+    only) or a default ``Price``.
+    """
+
+    def __init__(self, model: str, *, provider: str | None = None) -> None:
+        where = f" (provider {provider!r})" if provider else ""
+        super().__init__(
+            f"no price is known for model {model!r}{where}, so a dollar budget cannot "
+            "charge it; add it to Pricing(prices={...}) or set on_unknown_price="
+        )
+        self.model = model
+        self.provider = provider
 
 
 class OutputValidationError(LLMGuardError):

@@ -9,10 +9,19 @@ from ._clock import Clock, SystemClock
 from ._errors import ConfigurationError
 from ._layer import Layer, Provider
 from ._pipeline import AttemptRecorder, GuardStream, compose, compose_stream, run_complete
+from ._tools._limits import DEFAULT_MAX_STEPS
 from ._types import Message, Request, Response, ToolSpec
 
 if TYPE_CHECKING:
+    # Tools and structured output load when first used: ``import llmguard`` stays fast.
+    from ._output.stream import StructuredStream
+    from ._output.types import StructuredMode, T, ValidatesJSON
     from ._sync import SyncGuard
+    from ._tools.decorator import Tool
+    from ._tools.loop import ToolRunOptions
+    from ._tools.results import ToolRunResult
+    from ._tools.stream import ToolLoopStream
+    from ._tools.toolbox import Toolbox
 
 __all__ = ["Guard", "RequestOptions"]
 
@@ -40,6 +49,28 @@ class RequestOptions(TypedDict, total=False):
     extras: Mapping[str, Any]
 
 
+def _default_stack(
+    observe: Layer | bool,
+    cache: Layer | None,
+    budget: Layer | None,
+    fallback: Layer | None,
+    breaker: Layer | None,
+    retry: Layer | None,
+    deadlines: Layer | None,
+) -> list[Layer]:
+    """The keyword layers in the default order (docs/concepts.md says why):
+    observe → cache → budget → fallback → breaker → retry → deadlines → provider."""
+    stack: list[Layer] = []
+    if observe is True:
+        from ._layers.observe import Observe
+
+        stack.append(Observe())
+    elif observe is not False:
+        stack.append(observe)
+    stack.extend(layer for layer in (cache, budget, fallback, breaker, retry, deadlines) if layer)
+    return stack
+
+
 class Guard:
     """A provider wrapped in layers. The first layer listed is the outermost.
 
@@ -54,6 +85,10 @@ class Guard:
             retry and fallback inside it; ``None`` switches it off. Raises
             ``DeadlineExceeded``.
         clock: where records read time (default ``SystemClock``: ``time.monotonic``).
+        observe, cache, budget, fallback, breaker, retry, deadlines: instead of
+            ``layers``, the layers by role, stacked in the default order: observe
+            (``True`` for a default ``Observe()``) → cache → budget → fallback →
+            breaker → retry → deadlines → provider.
     """
 
     __slots__ = (
@@ -77,7 +112,22 @@ class Guard:
         model: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT_S,
         clock: Clock | None = None,
+        observe: Layer | bool = False,
+        cache: Layer | None = None,
+        budget: Layer | None = None,
+        fallback: Layer | None = None,
+        breaker: Layer | None = None,
+        retry: Layer | None = None,
+        deadlines: Layer | None = None,
     ) -> None:
+        named = _default_stack(observe, cache, budget, fallback, breaker, retry, deadlines)
+        if named:
+            if layers:
+                raise ConfigurationError(
+                    "pass layers=[...] in your own order, or the keyword layers (observe=, "
+                    "cache=, budget=, ...) in the default order, not both"
+                )
+            layers = named
         if not isinstance(provider, Provider):
             raise ConfigurationError(
                 f"{provider!r} is not a provider: it needs a name, complete() and stream(); "
@@ -163,6 +213,123 @@ class Guard:
             self._stream,
             built,
             provider=self._provider_name,
+            clock=self._clock,
+            timeout=self._timeout,
+        )
+
+    async def run_tools(
+        self,
+        request: Request | None = None,
+        /,
+        *,
+        tools: Toolbox | Sequence[Tool[..., Any]],
+        max_steps: int = DEFAULT_MAX_STEPS,
+        **options: Unpack[ToolRunOptions],
+    ) -> ToolRunResult:
+        """Run the tool loop: call the model with ``tools``, run what it asks for (only
+        tools in the allowlist, only with valid arguments), feed the results back, until
+        it answers without tool calls. More than ``max_steps`` model calls raise
+        ``ToolLoopLimit``. One call state (one record) spans the loop; every model call
+        goes through every layer, each under the Guard's ``timeout``. See docs/tools.md.
+        """
+        built = self.build_request(request, **options)
+        from ._tools.loop import as_toolbox, run_tool_loop
+
+        return await run_tool_loop(
+            self._complete,
+            built,
+            as_toolbox(tools),
+            max_steps,
+            provider=self._provider_name,
+            clock=self._clock,
+            deadline_s=self._timeout,
+        )
+
+    def run_tools_stream(
+        self,
+        request: Request | None = None,
+        /,
+        *,
+        tools: Toolbox | Sequence[Tool[..., Any]],
+        max_steps: int = DEFAULT_MAX_STEPS,
+        **options: Unpack[ToolRunOptions],
+    ) -> ToolLoopStream:
+        """The tool loop as a stream: ``async with guard.run_tools_stream(...) as events``
+        yields the model's events and ``ToolStarted``/``ToolFinished`` as they happen;
+        ``events.result`` holds the ``ToolRunResult`` once the loop ended.
+        """
+        built = self.build_request(request, **options)
+        from ._tools.loop import as_toolbox
+        from ._tools.stream import ToolLoopStream
+
+        return ToolLoopStream(
+            self._stream,
+            built,
+            as_toolbox(tools),
+            max_steps,
+            provider=self._provider_name,
+            clock=self._clock,
+            timeout=self._timeout,
+        )
+
+    async def structured(
+        self,
+        output_type: type[T] | ValidatesJSON[T],
+        request: Request | None = None,
+        /,
+        *,
+        retries: int = 2,
+        mode: StructuredMode = "auto",
+        **options: Unpack[RequestOptions],
+    ) -> T:
+        """Ask for an ``output_type`` instance (a pydantic model, ``list[Item]``, a
+        ``TypeAdapter``…) and return it validated.
+
+        ``mode="auto"`` uses the provider's strict JSON-schema mode when the provider
+        and the schema allow it, else JSON mode (``"prompt"``: instructions only). An
+        answer that fails validation is re-asked with its errors, up to ``retries``
+        times, then ``OutputValidationError`` holds every attempt; a refusal raises
+        ``Refusal`` at once. One call, one record: every attempt goes through every
+        layer and counts. See docs/structured-output.md.
+        """
+        built = self.build_request(request, **options)
+        from ._output.structured import run_structured
+
+        return await run_structured(
+            self._complete,
+            output_type,
+            built,
+            retries=retries,
+            mode=mode,
+            provider=self._provider,
+            clock=self._clock,
+            total_s=self._timeout,
+        )
+
+    def structured_stream(
+        self,
+        output_type: type[T] | ValidatesJSON[T],
+        request: Request | None = None,
+        /,
+        *,
+        retries: int = 2,
+        mode: StructuredMode = "auto",
+        **options: Unpack[RequestOptions],
+    ) -> StructuredStream[T]:
+        """``async with guard.structured_stream(Model, user=...) as partials``: partial
+        objects while the JSON streams in, then the validated instance (also in
+        ``partials.result``). Same modes, re-asks and errors as ``structured``.
+        """
+        built = self.build_request(request, **options)
+        from ._output.stream import StructuredStream
+
+        return StructuredStream(
+            self._stream,
+            output_type,
+            built,
+            retries=retries,
+            mode=mode,
+            provider=self._provider,
             clock=self._clock,
             timeout=self._timeout,
         )

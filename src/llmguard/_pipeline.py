@@ -22,6 +22,7 @@ from ._clock import Clock
 from ._context import current_context
 from ._errors import DeadlineExceeded
 from ._state import _CURRENT_CALL, Attempt, CallState
+from ._targets import ROUTED_PROVIDER
 from ._types import Request, Response, StreamEvent, TextDelta, ToolCallDelta, UsageUpdate
 
 if TYPE_CHECKING:
@@ -68,17 +69,20 @@ class AttemptRecorder:
         self._clock = clock
 
     async def complete(self, request: Request) -> Response:
+        provider = ROUTED_PROVIDER.get()  # a fallback target or route on another provider
+        if provider is None:
+            provider = self._provider
         state = _CURRENT_CALL.get()
         if state is None:
-            return await self._provider.complete(request)
+            return await provider.complete(request)
         if state._before_attempt:
             await state.run_before_attempt(request)
         now = self._clock.now
-        attempt = Attempt(provider=self._name, model=request.model, started_at=now())
+        attempt = Attempt(provider=provider.name, model=request.model, started_at=now())
         attempts = state.attempts
         attempts.append(attempt)
         try:
-            response = await self._provider.complete(request)
+            response = await provider.complete(request)
         except BaseException as exc:
             attempt.ended_at = now()
             attempt.error = type(exc).__name__
@@ -91,15 +95,18 @@ class AttemptRecorder:
 
     @asynccontextmanager
     async def stream(self, request: Request) -> AsyncIterator[EventStream]:
+        provider = ROUTED_PROVIDER.get()
+        if provider is None:
+            provider = self._provider
         state = _CURRENT_CALL.get()
         if state is not None and state._before_attempt:
             await state.run_before_attempt(request)
-        attempt = Attempt(provider=self._name, model=request.model, started_at=self._clock.now())
+        attempt = Attempt(provider=provider.name, model=request.model, started_at=self._clock.now())
         if state is not None:
             state.attempts.append(attempt)
         tracked: _TrackedEvents | None = None
         try:
-            async with self._provider.stream(request) as events:
+            async with provider.stream(request) as events:
                 tracked = _TrackedEvents(events, attempt, self._clock, request)
                 yield tracked
         except BaseException as exc:
@@ -237,7 +244,7 @@ def decorate_handler(layers: Sequence[Layer], handler: Handler) -> Handler:
 class GuardedEvents:
     """The events of a guarded stream; ``response`` is what they added up to so far."""
 
-    __slots__ = ("_assembler", "_deadline", "_events", "_request", "_timeout")
+    __slots__ = ("_assembler", "_deadline", "_events", "_request", "_state", "_timeout")
 
     def __init__(
         self,
@@ -246,7 +253,9 @@ class GuardedEvents:
         deadline: float,
         timeout: float | None,
         request: Request,
+        state: CallState | None = None,
     ) -> None:
+        self._state = state  # a cache hit marks the response cached, at zero cost
         self._request = request
         self._events = events
         self._assembler = assembler
@@ -279,6 +288,11 @@ class GuardedEvents:
         if assembler.usage is None:
             usage = estimate_usage(self._request, assembler.output_chars())
             response = replace(response, usage=usage)
+        state = self._state
+        if state is not None and state.cache == "hit":
+            response = replace(response, cached=True, cost_micros=0)
+        elif state is not None and state.cost_micros is not None:
+            response = replace(response, cost_micros=state.cost_micros)  # priced by a Budget
         return response
 
 
@@ -367,7 +381,9 @@ class GuardStream:
         self._opener = opener
         assembler = StreamAssembler(model=self._request.model, provider=self._provider)
         per_read_timeout = timeout if self._per_read else None
-        self._events = GuardedEvents(events, assembler, deadline, per_read_timeout, self._request)
+        self._events = GuardedEvents(
+            events, assembler, deadline, per_read_timeout, self._request, state
+        )
         return self._events
 
     async def __aexit__(

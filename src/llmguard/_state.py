@@ -43,9 +43,11 @@ class CallState:
     """What happened during one call so far. Mutable; one per call, never shared.
 
     Layers read ``request`` and ``context`` and write their facts: ``cache``
-    (``"hit"``, ``"miss"``, ``"bypass"``), ``fallback`` and ``fallback_reasons``,
+    (``"hit"``, ``"miss"``, ``"refresh"``, ``"bypass"``), ``fallback`` and ``fallback_reasons``,
     ``budget_scopes``, ``cost_micros``, and anything of their own in ``extra``.
-    Attempts are appended by the stack itself around each provider call.
+    Attempts are appended by the stack itself around each provider call; a
+    ``Toolbox`` counts the tool calls it handled (``tool_calls``) and how many of
+    them did not succeed (``tool_errors``).
     """
 
     call_id: str
@@ -60,6 +62,8 @@ class CallState:
     fallback_reasons: list[str] = field(default_factory=list)
     budget_scopes: list[str] = field(default_factory=list)
     cost_micros: int | None = None
+    tool_calls: int = 0
+    tool_errors: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     ended_at: float | None = None
     _on_finish: list[FinishCallback] = field(default_factory=list, repr=False)
@@ -86,8 +90,13 @@ class CallState:
         """Await ``hook(state, request, n)`` before each provider attempt (``n`` counts
         from 0), whichever layer makes it: a retry, a re-ask, a tool step, a fallback
         hop. An exception from the hook (``BudgetExceeded``, say) stops that attempt.
+
+        A layer may be passed through several times in one call (each step of a tool
+        loop goes through every layer): adding a hook that is already there (an equal
+        callable, e.g. the same bound method) does nothing.
         """
-        self._before_attempt.append(hook)
+        if hook not in self._before_attempt:
+            self._before_attempt.append(hook)
 
     async def run_before_attempt(self, request: Request) -> None:
         """Run the attempt hooks (called by the stack itself, not by layers)."""
@@ -96,8 +105,13 @@ class CallState:
             await hook(self, request, number)
 
     def on_finish(self, callback: FinishCallback) -> None:
-        """Run ``callback(state, response, error)`` once when the call ends."""
-        self._on_finish.append(callback)
+        """Run ``callback(state, response, error)`` once when the call ends.
+
+        Adding a callback that is already there (an equal callable, e.g. the same bound
+        method of a layer passed through again by a tool-loop step) does nothing.
+        """
+        if callback not in self._on_finish:
+            self._on_finish.append(callback)
 
     def finish(self, response: Response | None, error: BaseException | None, *, now: float) -> None:
         """End the call at ``now``: run the finish callbacks once, in the order added."""
@@ -122,7 +136,9 @@ class CallRecord:
     """The one record of one call, built by observe from the ``CallState``.
 
     Times are in seconds. ``prompt`` and ``completion`` are ``None`` unless the
-    ``Observe`` layer was told to include content.
+    ``Observe`` layer was told to include content. ``fallback`` names the fallback
+    target that answered (``None``: the primary did) and ``fallback_reasons`` says why
+    each earlier one failed (``"target: Error: message"``).
     """
 
     call_id: str
@@ -144,6 +160,9 @@ class CallRecord:
     error: str | None
     prompt: str | None = None
     completion: str | None = None
+    tool_calls: int = 0
+    tool_errors: int = 0
+    fallback_reasons: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """The record as plain JSON-able fields (usage flattened)."""
@@ -171,4 +190,7 @@ class CallRecord:
             "error": self.error,
             "prompt": self.prompt,
             "completion": self.completion,
+            "tool_calls": self.tool_calls,
+            "tool_errors": self.tool_errors,
+            "fallback_reasons": list(self.fallback_reasons),
         }

@@ -13,16 +13,24 @@ import asyncio
 import os
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
 import anyio
 from anyio.from_thread import BlockingPortal
 
+from ._cache_core import CacheOptions, current_options, use_options
 from ._context import CallContext, _use, current_context
 from ._errors import SyncUsageError
+from ._output.sync import SyncPartials, structured_in, structured_stream_in
+from ._output.types import StructuredMode, T, ValidatesJSON
 from ._pipeline import GuardedEvents, GuardStream
+from ._tools.decorator import Tool
+from ._tools.loop import DEFAULT_MAX_STEPS, ToolRunOptions
+from ._tools.results import ToolRunResult
+from ._tools.sync import SyncToolEvents, run_tools_in, tool_stream_in
+from ._tools.toolbox import Toolbox
 from ._types import Request, Response, StreamEvent
 
 if TYPE_CHECKING:
@@ -147,7 +155,9 @@ class SyncGuard:
         """Blocking ``guard.complete``."""
         _ensure_no_running_loop("complete")
         built = self._guard.build_request(request, **options)
-        return self._runner.get().call(_complete_in, self._guard, current_context(), built)
+        return self._runner.get().call(
+            _complete_in, self._guard, current_context(), built, current_options()
+        )
 
     @contextmanager
     def stream(
@@ -157,22 +167,109 @@ class SyncGuard:
         _ensure_no_running_loop("stream")
         portal = self._runner.get()
         opened = self._guard.stream(request, **options)
-        with portal.wrap_async_context_manager(_stream_in(opened, current_context())) as events:
+        opener = _stream_in(opened, current_context(), current_options())
+        with portal.wrap_async_context_manager(opener) as events:
             yield SyncEvents(portal, events)
+
+    def run_tools(
+        self,
+        request: Request | None = None,
+        /,
+        *,
+        tools: Toolbox | Sequence[Tool[..., Any]],
+        max_steps: int = DEFAULT_MAX_STEPS,
+        **options: Unpack[ToolRunOptions],
+    ) -> ToolRunResult:
+        """Blocking ``guard.run_tools`` (sync tools still run in worker threads)."""
+        _ensure_no_running_loop("run_tools")
+        built = self._guard.build_request(request, **options)
+        result: ToolRunResult = self._runner.get().call(
+            run_tools_in, self._guard, current_context(), built, tools, max_steps
+        )
+        return result
+
+    @contextmanager
+    def run_tools_stream(
+        self,
+        request: Request | None = None,
+        /,
+        *,
+        tools: Toolbox | Sequence[Tool[..., Any]],
+        max_steps: int = DEFAULT_MAX_STEPS,
+        **options: Unpack[ToolRunOptions],
+    ) -> Iterator[SyncToolEvents]:
+        """Blocking ``guard.run_tools_stream``: ``with guard.sync.run_tools_stream(...) as
+        events: for event in events: ...``."""
+        _ensure_no_running_loop("run_tools_stream")
+        portal = self._runner.get()
+        opened = self._guard.run_tools_stream(request, tools=tools, max_steps=max_steps, **options)
+        with portal.wrap_async_context_manager(tool_stream_in(opened, current_context())) as events:
+            yield SyncToolEvents(portal, events)
+
+    def structured(
+        self,
+        output_type: type[T] | ValidatesJSON[T],
+        request: Request | None = None,
+        /,
+        *,
+        retries: int = 2,
+        mode: StructuredMode = "auto",
+        **options: Unpack[RequestOptions],
+    ) -> T:
+        """Blocking ``guard.structured``."""
+        _ensure_no_running_loop("structured")
+        built = self._guard.build_request(request, **options)
+        result: T = self._runner.get().call(
+            structured_in,
+            self._guard,
+            current_context(),
+            current_options(),
+            output_type,
+            built,
+            retries,
+            mode,
+        )
+        return result
+
+    @contextmanager
+    def structured_stream(
+        self,
+        output_type: type[T] | ValidatesJSON[T],
+        request: Request | None = None,
+        /,
+        *,
+        retries: int = 2,
+        mode: StructuredMode = "auto",
+        **options: Unpack[RequestOptions],
+    ) -> Iterator[SyncPartials[T]]:
+        """Blocking ``guard.structured_stream``: ``with guard.sync.structured_stream(Model,
+        user=...) as partials: for partial in partials: ...``."""
+        _ensure_no_running_loop("structured_stream")
+        portal = self._runner.get()
+        opened = self._guard.structured_stream(
+            output_type, request, retries=retries, mode=mode, **options
+        )
+        opener = structured_stream_in(opened, current_context(), current_options())
+        with portal.wrap_async_context_manager(opener) as partials:
+            yield SyncPartials(portal, partials)
 
     def close(self) -> None:
         """Stop the event loop thread (a later call starts a new one)."""
         self._runner.close()
 
 
-async def _complete_in(guard: Guard, ctx: CallContext, request: Request) -> Response:
-    with _use(ctx):
+async def _complete_in(
+    guard: Guard, ctx: CallContext, request: Request, cache: CacheOptions
+) -> Response:
+    with _use(ctx), use_options(cache):
         return await guard.complete(request)
 
 
 @asynccontextmanager
-async def _stream_in(opened: GuardStream, ctx: CallContext) -> AsyncIterator[GuardedEvents]:
+async def _stream_in(
+    opened: GuardStream, ctx: CallContext, cache: CacheOptions
+) -> AsyncIterator[GuardedEvents]:
     # Each read runs in its own portal task, so the deadline goes with each read.
-    with _use(ctx):
+    with _use(ctx), use_options(cache):
         async with opened._deadline_per_read() as events:
             yield events

@@ -141,4 +141,7 @@ def build_record(
         error=type(error).__name__ if error is not None else None,
         prompt=prompt,
         completion=completion,
+        tool_calls=state.tool_calls,
+        tool_errors=state.tool_errors,
+        fallback_reasons=tuple(state.fallback_reasons),
     )

@@ -24,6 +24,7 @@ from .._retry_after import parse_retry_after
 __all__ = ["map_openai_error", "scrub"]
 
 _MAX_MESSAGE = 300
+_SHOULD_RETRY = {"true": True, "false": False}
 _KEY_PATTERNS = (
     re.compile(r"\b(?:sk|rk|pk|sess)-[A-Za-z0-9_\-\*\.]{3,}"),
     re.compile(r"(API key provided:\s*)[^\s.,]+(?:[.,][^\s.,]+)*", re.IGNORECASE),
@@ -109,12 +110,15 @@ def map_openai_error(
         status = exc.status_code
         headers = _headers_of(exc)
         retry_after = parse_retry_after(headers)
+        # The server may say outright whether to try again (the SDK obeys it too).
+        retryable = _SHOULD_RETRY.get(str(headers.get("x-should-retry", "")))
         message = clean(_status_message(exc, status))
         request_id = request_id or headers.get("x-request-id")
         if status == 429:
             return RateLimited(
                 message,
                 status_code=429,
+                retryable=retryable,
                 retry_after=retry_after,
                 request_id=request_id,
                 provider=provider,
@@ -122,6 +126,7 @@ def map_openai_error(
         return ProviderError(
             message,
             status_code=status,
+            retryable=retryable,
             retry_after=retry_after,
             request_id=request_id,
             provider=provider,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import ConfigurationError, LLMGuardError, ProviderConnectionError
+from .._output.types import OutputMode
 from .._types import Request, Response, StreamEvent, Usage
 from ._openai_chat import ChatStreamState, chat_arguments, chat_events, chat_response
 from ._openai_errors import map_openai_error, scrub
@@ -66,6 +67,9 @@ class OpenAIProvider:
         max_tokens_field: the name ``max_output_tokens`` is sent as:
             ``"max_completion_tokens"`` (OpenAI) or ``"max_tokens"`` (older servers).
         embedding_model: the default model for ``embed``.
+        structured_output: what the server offers for ``guard.structured``:
+            ``"strict"`` (JSON schema with ``strict: true``: OpenAI, vLLM…),
+            ``"json"`` (JSON mode only) or ``"prompt"`` (neither).
         name: the provider's name in records.
     """
 
@@ -81,7 +85,12 @@ class OpenAIProvider:
         max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens",
         embedding_model: str = "text-embedding-3-small",
         name: str = "openai",
+        structured_output: OutputMode = "strict",
     ) -> None:
+        if structured_output not in ("strict", "json", "prompt"):
+            raise ConfigurationError(
+                f'structured_output must be "strict", "json" or "prompt", not {structured_output!r}'
+            )
         if api not in ("chat", "responses"):
             raise ConfigurationError(f'api must be "chat" or "responses", not {api!r}')
         if client is None:
@@ -110,6 +119,7 @@ class OpenAIProvider:
         self._max_tokens_field = max_tokens_field
         self._embedding_model = embedding_model
         self._name = name
+        self._structured_output: OutputMode = structured_output
         key = getattr(client, "api_key", None)
         self._secrets: tuple[str, ...] = (key,) if isinstance(key, str) and key else ()
 
@@ -117,6 +127,10 @@ class OpenAIProvider:
     def name(self) -> str:
         """The provider's name in records."""
         return self._name
+
+    def structured_output_mode(self, model: str) -> OutputMode:
+        """The structured-output mode this server offers (``structured_output=``)."""
+        return self._structured_output
 
     @property
     def client(self) -> AsyncOpenAI:

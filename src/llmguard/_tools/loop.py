@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MAX_STEPS", "LoopTranscript", "ToolRunOptions", "as_toolbox", "run_tool_loop"]
 
-DEFAULT_MAX_STEPS = 10
+from ._limits import DEFAULT_MAX_STEPS
 
 
 class ToolRunOptions(TypedDict, total=False):

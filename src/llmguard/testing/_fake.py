@@ -21,6 +21,7 @@ from .._errors import (
     ProviderTimeout,
     RateLimited,
 )
+from .._output.types import OutputMode
 from .._types import (
     Finish,
     Request,
@@ -192,6 +193,8 @@ class FakeProvider:
         chunk_delay: seconds between stream events.
         default: the answer when the script is used up (else ``FakeScriptExhausted``).
         sleep: an async ``sleep(seconds)``.
+        structured_output: the structured-output mode the fake says it offers
+            (``structured_output_mode``): ``"strict"``, ``"json"`` or ``"prompt"``.
     """
 
     def __init__(
@@ -206,6 +209,7 @@ class FakeProvider:
         chunk_delay: float = 0.0,
         default: FakeReply | str | None = None,
         sleep: Sleep | None = None,
+        structured_output: OutputMode = "strict",
     ) -> None:
         if chunk_size < 1:
             raise ConfigurationError("chunk_size must be at least 1")
@@ -217,6 +221,7 @@ class FakeProvider:
         self.chunk_delay = chunk_delay
         self.default = None if default is None else _as_reply(default)
         self._sleep: Sleep = sleep or anyio.sleep
+        self.structured_output: OutputMode = structured_output
         self._queue: deque[FakeReply] = deque(_as_reply(r) for r in replies)
         self._rules: list[FakeRule] = []
         self.requests: list[Request] = []
@@ -226,6 +231,10 @@ class FakeProvider:
     def name(self) -> str:
         """The provider name in records."""
         return self._name
+
+    def structured_output_mode(self, model: str) -> OutputMode:
+        """The structured-output mode the fake offers (``structured_output=``)."""
+        return self.structured_output
 
     def add(self, *replies: FakeReply | str) -> FakeProvider:
         """Append replies to the script."""
