@@ -1,6 +1,8 @@
 """llmguard in one screen, offline on the fake provider: no API key needed.
 
-Run it with `make demo` or `.venv/bin/python examples/quickstart.py`.
+Run it with `make demo` or `.venv/bin/python examples/quickstart.py`. With
+OPENAI_API_KEY set it asks the real API instead (model from OPENAI_MODEL, default
+gpt-4o-mini; OPENAI_BASE_URL points it at a compatible server).
 """
 
 import os
@@ -8,11 +10,11 @@ import os
 import anyio
 
 import llmguard
-from llmguard import Guard, Observe, TextDelta
+from llmguard import Guard, Observe, OpenAIProvider, Provider, TextDelta
 from llmguard.testing import FakeProvider, capture_records
 
 # Scripted answers, streamed in 6-character chunks, with some simulated latency.
-provider = FakeProvider(
+provider: Provider = FakeProvider(
     [
         "A guard wraps each LLM call; here it adds a deadline and one record per call.",
         "Paris.",
@@ -22,13 +24,15 @@ provider = FakeProvider(
     first_token_delay=0.05,
     chunk_delay=0.01,
 )
-guard = Guard(provider, [Observe()], model="fake-model", timeout=10)
+model = "fake-model"
+if os.environ.get("OPENAI_API_KEY"):
+    provider = OpenAIProvider()  # the key (and OPENAI_BASE_URL) from the environment
+    model = os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
+guard = Guard(provider, [Observe()], model=model, timeout=30)
 
 
 async def main() -> None:
-    if os.environ.get("OPENAI_API_KEY"):
-        print("OPENAI_API_KEY is set, but the OpenAI provider is not built yet: using the fake.")
-
+    print(f"provider: {provider.name}, model: {model}")
     with capture_records() as records, llmguard.context(user="alice", endpoint="/chat"):
         print("streamed: ", end="", flush=True)
         async with guard.stream(system="Be brief.", user="What is a guard?") as events:
@@ -50,4 +54,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    anyio.run(main)
+    try:
+        anyio.run(main)
+    except llmguard.ProviderError as error:  # a typed error, with no key in its message
+        raise SystemExit(f"the provider failed: {error}") from None
