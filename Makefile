@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # provider tests prove both SDK generations in every `make test`.
 VENV2 := .venv-openai2
 BIN2 := $(VENV2)/bin
-SDK_TESTS := tests/providers tests/testing/test_openai_endpoint.py
+SDK_TESTS := tests/providers tests/testing/test_openai_endpoint.py tests/layers/test_retry_after_table.py
 
 .PHONY: demo test bench lint typecheck pytest clean
 

@@ -84,7 +84,8 @@ class ProviderError(LLMGuardError):
         status_code: the HTTP status, or ``None`` when there was no HTTP answer.
         retryable: whether trying again may succeed (timeouts, connection errors,
             408/409/429/5xx); never for 400/401/403/404/422.
-        retry_after: seconds the provider asked us to wait, if it said.
+        retry_after: seconds the provider asked us to wait, if it said (``math.inf``
+            when it sent a number too large for a float: not worth waiting for).
         request_id: the provider's request id, if it gave one.
         provider: the provider's name.
     """
