@@ -241,6 +241,17 @@ def decorate_handler(layers: Sequence[Layer], handler: Handler) -> Handler:
     return decorated
 
 
+def leave_deadline_scope(scope: anyio.CancelScope | None, in_flight: BaseException | None) -> bool:
+    """Exit a deadline scope held open across an ``async with`` block; true when the
+    error in flight was that scope's own cancellation (its deadline passed)."""
+    if scope is None:
+        return False
+    if in_flight is None:
+        scope.__exit__(None, None, None)
+        return False
+    return bool(scope.__exit__(type(in_flight), in_flight, in_flight.__traceback__))
+
+
 class GuardedEvents:
     """The events of a guarded stream; ``response`` is what they added up to so far."""
 
@@ -403,14 +414,7 @@ class GuardStream:
             except BaseException as close_exc:
                 in_flight = close_exc
         scope, self._scope = self._scope, None
-        deadline_hit = False
-        if scope is not None:
-            if in_flight is None:
-                scope.__exit__(None, None, None)
-            else:
-                deadline_hit = bool(
-                    scope.__exit__(type(in_flight), in_flight, in_flight.__traceback__)
-                )
+        deadline_hit = leave_deadline_scope(scope, in_flight)
         events = self._events
         response = events.response if events is not None else None
         if deadline_hit:

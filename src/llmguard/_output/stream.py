@@ -24,7 +24,7 @@ import anyio
 from .._assemble import StreamAssembler, estimate_usage
 from .._context import _use
 from .._errors import DeadlineExceeded
-from .._pipeline import _CLOSE_GRACE_S, _new_state
+from .._pipeline import _CLOSE_GRACE_S, _new_state, leave_deadline_scope
 from .._state import _CURRENT_CALL, CallState
 from .._types import Request, Response, TextDelta
 from .reask import prepare
@@ -190,14 +190,7 @@ class StructuredStream(Generic[T]):
         except BaseException as close_exc:
             in_flight = close_exc
         scope, self._scope = self._scope, None
-        deadline_hit = False
-        if scope is not None:
-            if in_flight is None:
-                scope.__exit__(None, None, None)
-            else:
-                deadline_hit = bool(
-                    scope.__exit__(type(in_flight), in_flight, in_flight.__traceback__)
-                )
+        deadline_hit = leave_deadline_scope(scope, in_flight)
         if deadline_hit:
             assert self._timeout is not None
             error = DeadlineExceeded("total", self._timeout)
