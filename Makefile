@@ -28,13 +28,14 @@ test: $(VENV)/.dev-installed $(VENV2)/.dev-installed
 	$(BIN)/coverage report
 
 bench: $(VENV)/.dev-installed
+	bash scripts/ensure-redis.sh
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/instructions.py
 	$(BIN)/python benchmarks/stores.py
 	$(BIN)/python benchmarks/stream.py
 	$(BIN)/python benchmarks/tools.py
 	$(BIN)/python benchmarks/structured.py
 	$(BIN)/python benchmarks/fallback.py
-	bash scripts/ensure-redis.sh
 	$(BIN)/python benchmarks/budget.py
 	$(BIN)/python benchmarks/cache.py
 
