@@ -41,7 +41,7 @@ def sqlite_url(tmp_path: Path) -> str:
     path = tmp_path / "budget.db"
 
     async def fill() -> None:
-        async with SQLiteStore(path) as store:
+        async with SQLiteStore(path, timeout=5.0) as store:
             await spend(store)
 
     anyio.run(fill)
@@ -132,11 +132,11 @@ def test_reads_a_redis_store_with_its_prefix() -> None:
     prefix = f"llmguard-test:{uuid.uuid4().hex}:"
 
     async def fill() -> None:
-        async with llmguard.RedisStore.from_url(REDIS_URL, prefix=prefix) as store:
+        async with llmguard.RedisStore.from_url(REDIS_URL, prefix=prefix, timeout=5.0) as store:
             await spend(store)
 
     async def clean() -> None:
-        async with llmguard.RedisStore.from_url(REDIS_URL, prefix=prefix) as store:
+        async with llmguard.RedisStore.from_url(REDIS_URL, prefix=prefix, timeout=5.0) as store:
             await delete_prefix(store._client, prefix)
 
     anyio.run(fill)

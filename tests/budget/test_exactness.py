@@ -114,7 +114,7 @@ def test_exact_on_sqlite_from_four_processes() -> None:
         reports = run_workers(f"sqlite:///{path}", "", name, Path(folder))
 
         async def stored() -> int:
-            async with SQLiteStore(path) as store:
+            async with SQLiteStore(path, timeout=30.0) as store:
                 result = await store.usage(
                     ledger_key(name, "tokens", "global"), window=Window.fixed(86400)
                 )

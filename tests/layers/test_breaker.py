@@ -337,7 +337,8 @@ async def test_two_guards_share_one_circuit_through_redis() -> None:
 
     url = _redis_url()
     clock = ManualClock(start=1_700_000_000)
-    async with RedisStore.from_url(url, prefix=f"llmguard-test:{uuid.uuid4().hex}:") as store:
+    prefix = f"llmguard-test:{uuid.uuid4().hex}:"
+    async with RedisStore.from_url(url, prefix=prefix, timeout=5.0) as store:
         await shared_breakers_behave(store, clock)
 
 

@@ -38,7 +38,7 @@ async def main(url: str, namespace: str, workdir: Path, name: str, mode: str, n:
         await anyio.sleep(0.3)
         return Response(text=f"answered by {name}", finish_reason="stop")
 
-    async with RedisStore.from_url(url) as store:
+    async with RedisStore.from_url(url, timeout=5.0) as store:  # stampede semantics, not bounds
         cache = Cache(store, namespace=namespace, lock=True, lock_ttl=LOCK_TTL, lock_poll=0.02)
         guard = Guard(FunctionProvider(upstream), [cache], model="m", timeout=None)
         (workdir / f"ready-{name}").touch()

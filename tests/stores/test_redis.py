@@ -70,7 +70,8 @@ def prefix() -> Iterator[str]:
 
 @pytest.fixture
 async def store(prefix: str) -> AsyncIterator[RedisStore]:
-    async with RedisStore.from_url(require_redis(), prefix=prefix) as s:
+    # Semantics, not bounds (those have their own stores below): room for a loaded box.
+    async with RedisStore.from_url(require_redis(), prefix=prefix, timeout=5.0) as s:
         yield s
 
 
