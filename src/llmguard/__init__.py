@@ -40,9 +40,9 @@ from ._errors import (
     UnknownPrice,
 )
 from ._guard import Guard, RequestOptions
+from ._guard_stream import GuardedEvents, GuardStream
 from ._layer import BaseLayer, EventStream, Handler, Layer, Provider, StreamHandler, StreamOpener
 from ._layers.observe import Observe
-from ._pipeline import GuardedEvents, GuardStream
 from ._providers.function import FunctionProvider
 from ._state import Attempt, CallRecord, CallState, current_call
 from ._types import (

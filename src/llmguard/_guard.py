@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any, LiteralString, TypedDict, Unpack
 
 from ._clock import Clock, SystemClock
 from ._errors import ConfigurationError
+from ._guard_stream import GuardStream
 from ._layer import Layer, Provider
-from ._pipeline import AttemptRecorder, GuardStream, compose, compose_stream, run_complete
+from ._pipeline import AttemptRecorder, compose, compose_stream, run_complete
 from ._tools._limits import DEFAULT_MAX_STEPS
 from ._types import Message, Request, Response, ToolSpec
 

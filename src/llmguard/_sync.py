@@ -23,9 +23,9 @@ from anyio.from_thread import BlockingPortal
 from ._cache_core import CacheOptions, current_options, use_options
 from ._context import CallContext, _use, current_context
 from ._errors import SyncUsageError
+from ._guard_stream import GuardedEvents, GuardStream
 from ._output.sync import SyncPartials, structured_in, structured_stream_in
 from ._output.types import StructuredMode, T, ValidatesJSON
-from ._pipeline import GuardedEvents, GuardStream
 from ._tools.decorator import Tool
 from ._tools.loop import DEFAULT_MAX_STEPS, ToolRunOptions
 from ._tools.results import ToolRunResult

@@ -24,7 +24,8 @@ import anyio
 from .._assemble import StreamAssembler, estimate_usage
 from .._context import _use
 from .._errors import DeadlineExceeded
-from .._pipeline import _CLOSE_GRACE_S, _new_state, leave_deadline_scope
+from .._guard_stream import _CLOSE_GRACE_S, leave_deadline_scope
+from .._pipeline import _new_state
 from .._state import _CURRENT_CALL, CallState
 from .._types import Request, Response, TextDelta
 from .reask import prepare

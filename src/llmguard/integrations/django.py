@@ -18,7 +18,7 @@ from .._clock import Clock
 from .._context import CallContext, _use, context, current_context
 from .._errors import ClientDisconnected, LLMGuardError
 from .._guard import Guard, RequestOptions
-from .._pipeline import GuardedEvents, GuardStream
+from .._guard_stream import GuardedEvents, GuardStream
 from .._sse import sse
 from .._types import Request
 from ._common import DEFAULT_HEARTBEAT_S, SSE_HEADERS, error_payload, missing_extra

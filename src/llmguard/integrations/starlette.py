@@ -18,7 +18,7 @@ import anyio
 from .._clock import Clock
 from .._context import CallContext, context, restore_context, snapshot
 from .._errors import ClientDisconnected, LLMGuardError
-from .._pipeline import GuardedEvents, GuardStream
+from .._guard_stream import GuardedEvents, GuardStream
 from .._sse import sse
 from ._common import DEFAULT_HEARTBEAT_S, SSE_HEADERS, error_payload, missing_extra
 
