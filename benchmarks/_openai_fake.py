@@ -7,6 +7,8 @@ from typing import Any
 
 import openai
 
+from llmguard.testing._openai_body import http_module_for_sdk
+
 COMPLETION = json.dumps(
     {
         "id": "chatcmpl-bench",
@@ -38,14 +40,8 @@ def stream_body(chunks: int) -> bytes:
     return text.encode()
 
 
-def http_module() -> Any:
-    if int(openai.__version__.split(".")[0]) >= 3:
-        import httpx2
-
-        return httpx2
-    import httpx
-
-    return httpx
+# The HTTP library of the installed SDK (httpx2 from openai 3.x on, httpx before).
+http_module = http_module_for_sdk
 
 
 def fake_client(stream_chunks: int = 100) -> openai.AsyncOpenAI:

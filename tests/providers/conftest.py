@@ -17,6 +17,7 @@ import openai
 import pytest
 
 from llmguard import Message, Request, ToolCall, ToolSpec
+from llmguard.testing._openai_body import http_module_for_sdk
 
 OPENAI_MAJOR = int(openai.__version__.split(".")[0])
 REPO = Path(__file__).resolve().parents[2]
@@ -38,14 +39,8 @@ def load(name: str) -> dict[str, Any]:
     return json.loads((FIXTURES / name).read_text())  # type: ignore[no-any-return]
 
 
-def http_module() -> Any:
-    if OPENAI_MAJOR >= 3:
-        import httpx2
-
-        return httpx2
-    import httpx
-
-    return httpx
+# The HTTP library of the installed SDK (httpx2 from openai 3.x on, httpx before).
+http_module = http_module_for_sdk
 
 
 @dataclass

@@ -23,6 +23,7 @@ from llmguard.testing import (
     WireReply,
 )
 from llmguard.testing._cassette import scrub_text
+from llmguard.testing._openai_body import http_module_for_sdk
 
 OPENAI_MAJOR = int(openai.__version__.split(".")[0])
 SENTINEL = "sk-test-SENTINEL-123456"
@@ -34,14 +35,8 @@ FIXTURES = Path(
 )
 
 
-def http_module() -> Any:
-    if OPENAI_MAJOR >= 3:
-        import httpx2
-
-        return httpx2
-    import httpx
-
-    return httpx
+# The HTTP library of the installed SDK (httpx2 from openai 3.x on, httpx before).
+http_module = http_module_for_sdk
 
 
 HTTP = http_module()

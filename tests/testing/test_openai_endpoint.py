@@ -30,6 +30,7 @@ from llmguard.testing import (
     WireResponse,
 )
 from llmguard.testing._cassette import close_now
+from llmguard.testing._openai_body import http_module_for_sdk
 
 pytestmark = pytest.mark.anyio
 
@@ -44,15 +45,8 @@ FIXTURES = Path(
 MESSAGES: list[Any] = [{"role": "user", "content": "Hi"}]
 
 
-def http_module() -> Any:
-    """The HTTP library of the installed SDK: httpx2 for openai 3.x, httpx for 2.x."""
-    if OPENAI_MAJOR >= 3:
-        import httpx2
-
-        return httpx2
-    import httpx
-
-    return httpx
+# The HTTP library of the installed SDK (httpx2 from openai 3.x on, httpx before).
+http_module = http_module_for_sdk
 
 
 HTTP = http_module()
