@@ -123,7 +123,7 @@ class SQLiteStore:
                 self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
             )
             try:
-                conn.execute("PRAGMA journal_mode = WAL")
+                _use_wal(conn, self._timeout)
                 conn.execute("PRAGMA synchronous = NORMAL")
                 migrate(conn, self._path)
             except BaseException:
@@ -325,3 +325,20 @@ class SQLiteStore:
         """
         command = functools.partial(kv.increment, key=key, amount=amount, ttl=ttl)
         return await self._run(command, "write")
+
+
+def _use_wal(conn: sqlite3.Connection, seconds: float) -> None:
+    """Put the file in WAL mode (it stays so). Changing the journal mode does not wait on
+    SQLite's busy handler: processes opening a new file at the same moment (gunicorn
+    workers starting) get "database is locked" at once, so retry briefly, within the
+    store's bound; a file already in WAL mode needs no lock at all."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.002)  # a worker thread, never the event loop
