@@ -208,3 +208,74 @@ def test_timeouts_are_checked_at_construction() -> None:
     layer = Deadlines(StreamTimeouts(total=30, first_token=5, idle=10))
     assert repr(layer) == "Deadlines(total=30, first_token=5, idle=10)"
     assert layer.timeouts.idle == 10
+
+
+# On asyncio each read runs in a scope without a deadline and one timer per stream
+# cancels a read that overran. asyncio has no fake clock: these run on real, short
+# deadlines and assert which deadline fired, never how long anything took.
+
+ASYNCIO = ["asyncio"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ASYNCIO)
+async def test_asyncio_first_token_deadline_fires_through_the_stream_timer() -> None:
+    fake = FakeProvider(["hello"], first_token_delay=3600)
+    guard = guarded(fake, first_token=0.05)
+    with pytest.raises(StreamTimeout) as info:
+        async with guard.stream(user="hi") as events:
+            async for _ in events:
+                pytest.fail("no event comes before the deadline")  # pragma: no cover
+    assert info.value.deadline == "first_token"
+    assert fake.streams[-1].closed and not fake.streams[-1].completed
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ASYNCIO)
+async def test_asyncio_idle_deadline_fires_after_the_timer_was_armed_for_an_earlier_read() -> None:
+    # The first reads return at once; the timer armed for the first read fires while a
+    # later read waits, re-arms for that read's deadline, then cancels it.
+    fake = FakeProvider([FakeReply(text="abcd", chunk_delay=3600)], chunk_size=2)
+    guard = guarded(fake, idle=0.05)
+    got: list[str] = []
+    with pytest.raises(StreamTimeout) as info:
+        async with guard.stream(user="hi") as events:
+            async for event in events:
+                assert isinstance(event, TextDelta)
+                got.append(event.text)
+    assert info.value.deadline == "idle"
+    assert got == ["ab"]
+    assert fake.streams[-1].closed
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ASYNCIO)
+async def test_asyncio_consumer_time_is_not_counted_and_the_timer_lets_the_stream_go() -> None:
+    fake = FakeProvider(["abc"], chunk_size=1)
+    guard = guarded(fake, idle=0.05, total=3600)
+    async with guard.stream(user="hi") as events:
+        timed = events._events  # the Deadlines layer's reader
+        async for _ in events:
+            assert timed._timer is not None  # armed by the read
+            await anyio.sleep(0.15)  # the consumer's own work, 3 idle periods
+    assert fake.streams[-1].completed
+    # no timer is left holding the stream until its deadline
+    assert timed._timer is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ASYNCIO)
+async def test_asyncio_decorated_iterator_gets_the_idle_deadline() -> None:
+    layer = Deadlines(StreamTimeouts(idle=0.05))
+
+    @layer.iterator
+    async def ticks() -> AsyncIterator[int]:
+        yield 1
+        await anyio.sleep(3600)
+        yield 2  # pragma: no cover
+
+    seen: list[int] = []
+    with pytest.raises(StreamTimeout) as info:
+        async for tick in ticks():
+            seen.append(tick)
+    assert seen == [1] and info.value.deadline == "idle"
