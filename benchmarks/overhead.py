@@ -22,10 +22,37 @@ import anyio
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 
-from llmguard import CallRecord, FunctionProvider, Guard, Observe, Request, Response, Usage
+from llmguard import (
+    CallRecord,
+    FunctionProvider,
+    Guard,
+    Observe,
+    OpenTelemetry,
+    Request,
+    Response,
+    Usage,
+)
 
 RESPONSE = Response(text="ok", usage=Usage(input_tokens=10, output_tokens=2), model="m")
 REQUEST = Request.create(model="m", user="hello")
+
+
+def otel_layer() -> OpenTelemetry:
+    """An ``OpenTelemetry`` layer on SDK providers set up as in production: spans to a
+    ``BatchSpanProcessor`` (its exporter drops them), metrics aggregated in memory."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tracer_provider = TracerProvider(shutdown_on_exit=False)
+    tracer_provider.add_span_processor(BatchSpanProcessor(Drop()))
+    meter_provider = MeterProvider([InMemoryMetricReader()], shutdown_on_exit=False)
+    return OpenTelemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
 
 
 async def answer(request: Request) -> Response:
@@ -41,6 +68,8 @@ def variants() -> dict[str, Callable[[], Awaitable[Response]]]:
     with_deadline = Guard(provider)
     observe_callback = Guard(provider, [Observe(logger=quiet, callback=sink.append)], timeout=None)
     observe_default = Guard(provider, [Observe(callback=lambda r: None)])
+    otel_sdk = Guard(provider, timeout=None, telemetry=otel_layer())
+    otel_noop = Guard(provider, timeout=None, telemetry=OpenTelemetry())
 
     def direct() -> Awaitable[Response]:
         return provider.complete(REQUEST)
@@ -59,6 +88,8 @@ def variants() -> dict[str, Callable[[], Awaitable[Response]]]:
         "Guard, no layers, default 30 s deadline": lambda: with_deadline.complete(REQUEST),
         "Guard + Observe (records built), timeout=None": observed,
         "Guard + Observe + default deadline": lambda: observe_default.complete(REQUEST),
+        "Guard + OpenTelemetry (SDK), timeout=None": lambda: otel_sdk.complete(REQUEST),
+        "Guard + OpenTelemetry (no SDK set up), timeout=None": lambda: otel_noop.complete(REQUEST),
     }
 
 
@@ -90,6 +121,7 @@ async def measure_openai(rounds: int, calls: int, chunks: int) -> dict[str, floa
     quiet = logging.getLogger("llmguard.calls.bench")
     bare = Guard(provider)
     observed = Guard(provider, [Observe(logger=quiet, callback=lambda r: None)])
+    traced = Guard(provider, telemetry=otel_layer())
 
     async def raw_call() -> None:
         await client.chat.completions.create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
@@ -117,9 +149,11 @@ async def measure_openai(rounds: int, calls: int, chunks: int) -> dict[str, floa
         "call: raw openai SDK": raw_call,
         "call: Guard(OpenAIProvider), no layers": lambda: bare.complete(request),
         "call: Guard(OpenAIProvider) + Observe": lambda: observed.complete(request),
+        "call: Guard(OpenAIProvider) + OpenTelemetry": lambda: traced.complete(request),
         "stream: raw openai SDK": raw_stream,
         "stream: Guard(OpenAIProvider), no layers": guarded_stream(bare),
         "stream: Guard(OpenAIProvider) + Observe": guarded_stream(observed),
+        "stream: Guard(OpenAIProvider) + OpenTelemetry": guarded_stream(traced),
     }
     samples: dict[str, list[float]] = {name: [] for name in cases}
     for call in cases.values():

@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     from ._layers.cache import Cache
     from ._layers.deadlines import Deadlines, StreamTimeouts
     from ._layers.fallback import Fallback, FallbackTarget, fallback
+    from ._layers.otel import OpenTelemetry
     from ._layers.retry import Retry, retry
     from ._layers.retry_strategies import (
         retry_if_retryable,
@@ -153,6 +154,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "JSONCodec": ("._cache_codec", "JSONCodec"),
     "Limit": ("._budget_limits", "Limit"),
     "OpenAIProvider": ("._providers.openai", "OpenAIProvider"),
+    "OpenTelemetry": ("._layers.otel", "OpenTelemetry"),
     "output_schema": ("._output.types", "output_schema"),
     "OutputMode": ("._output.types", "OutputMode"),
     "OutputSchema": ("._output.types", "OutputSchema"),
@@ -266,6 +268,7 @@ __all__ = [
     "Message",
     "Observe",
     "OpenAIProvider",
+    "OpenTelemetry",
     "OutputMode",
     "OutputSchema",
     "OutputValidationError",

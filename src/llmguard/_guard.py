@@ -51,6 +51,7 @@ class RequestOptions(TypedDict, total=False):
 
 
 def _default_stack(
+    telemetry: Layer | None,
     observe: Layer | bool,
     cache: Layer | None,
     budget: Layer | None,
@@ -59,9 +60,9 @@ def _default_stack(
     retry: Layer | None,
     deadlines: Layer | None,
 ) -> list[Layer]:
-    """The keyword layers in the default order (docs/concepts.md says why):
+    """The keyword layers in the default order (docs/concepts.md says why): telemetry →
     observe → cache → budget → fallback → breaker → retry → deadlines → provider."""
-    stack: list[Layer] = []
+    stack: list[Layer] = [telemetry] if telemetry is not None else []
     if observe is True:
         from ._layers.observe import Observe
 
@@ -78,6 +79,12 @@ class Guard:
     >>> from llmguard.testing import FakeProvider
     >>> guard = Guard(FakeProvider(["hi"]), model="fake-model")
 
+    Instead of ``layers``, the keywords ``telemetry``, ``observe``, ``cache``, ``budget``,
+    ``fallback``, ``breaker``, ``retry`` and ``deadlines`` give the layers by role,
+    stacked in the default order: telemetry (an ``OpenTelemetry`` layer) → observe
+    (``True`` for a default ``Observe()``) → cache → budget → fallback → breaker → retry
+    → deadlines → provider.
+
     Args:
         provider: what answers (``OpenAIProvider``, ``FunctionProvider``, ``FakeProvider``).
         layers: the layers, outermost first; frozen once the Guard is built.
@@ -86,10 +93,6 @@ class Guard:
             retry and fallback inside it; ``None`` switches it off. Raises
             ``DeadlineExceeded``.
         clock: where records read time (default ``SystemClock``: ``time.monotonic``).
-        observe, cache, budget, fallback, breaker, retry, deadlines: instead of
-            ``layers``, the layers by role, stacked in the default order: observe
-            (``True`` for a default ``Observe()``) → cache → budget → fallback →
-            breaker → retry → deadlines → provider.
     """
 
     __slots__ = (
@@ -113,6 +116,7 @@ class Guard:
         model: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT_S,
         clock: Clock | None = None,
+        telemetry: Layer | None = None,
         observe: Layer | bool = False,
         cache: Layer | None = None,
         budget: Layer | None = None,
@@ -121,12 +125,14 @@ class Guard:
         retry: Layer | None = None,
         deadlines: Layer | None = None,
     ) -> None:
-        named = _default_stack(observe, cache, budget, fallback, breaker, retry, deadlines)
+        named = _default_stack(
+            telemetry, observe, cache, budget, fallback, breaker, retry, deadlines
+        )
         if named:
             if layers:
                 raise ConfigurationError(
-                    "pass layers=[...] in your own order, or the keyword layers (observe=, "
-                    "cache=, budget=, ...) in the default order, not both"
+                    "pass layers=[...] in your own order, or the keyword layers (telemetry=, "
+                    "observe=, cache=, budget=, ...) in the default order, not both"
                 )
             layers = named
         if not isinstance(provider, Provider):

@@ -9,14 +9,18 @@ data on themselves.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from random import getrandbits
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._context import CallContext
-from ._types import EMPTY_USAGE, Request, Response, Usage
+from ._types import EMPTY_USAGE, Request, Response, ToolCall, Usage
+
+if TYPE_CHECKING:
+    from ._tools.results import ToolResult
 
 __all__ = ["Attempt", "CallRecord", "CallState", "current_call"]
 
@@ -36,6 +40,13 @@ class Attempt:
 
 FinishCallback = Callable[["CallState", "Response | None", "BaseException | None"], None]
 AttemptHook = Callable[["CallState", "Request", int], Awaitable[None]]
+ToolFinish = Callable[["ToolResult | None", "BaseException | None"], None]
+"""``finish(result, error)``: a tool call was handled (``result``) or interrupted (``error``)."""
+ToolObserver = Callable[["CallState", ToolCall], "ToolFinish | None"]
+"""``observer(state, call)``, when a ``Toolbox`` starts handling ``call``; it may return
+the ``ToolFinish`` to call when that call has been handled."""
+
+_log = logging.getLogger("llmguard")
 
 
 @dataclass(slots=True, kw_only=True)
@@ -47,7 +58,8 @@ class CallState:
     ``budget_scopes``, ``cost_micros``, and anything of their own in ``extra``.
     Attempts are appended by the stack itself around each provider call; a
     ``Toolbox`` counts the tool calls it handled (``tool_calls``) and how many of
-    them did not succeed (``tool_errors``).
+    them did not succeed (``tool_errors``), and tells the observers added with
+    ``on_tool`` when each one starts and ends.
     """
 
     call_id: str
@@ -68,6 +80,7 @@ class CallState:
     ended_at: float | None = None
     _on_finish: list[FinishCallback] = field(default_factory=list, repr=False)
     _before_attempt: list[AttemptHook] = field(default_factory=list, repr=False)
+    _tool_observers: tuple[ToolObserver, ...] = field(default=(), repr=False)
     _finished: bool = field(default=False, repr=False)
 
     @staticmethod
@@ -103,6 +116,43 @@ class CallState:
         number = len(self.attempts)
         for hook in self._before_attempt:
             await hook(self, request, number)
+
+    def on_tool(self, observer: ToolObserver) -> None:
+        """Call ``observer(state, call)`` each time a ``Toolbox`` starts handling a tool
+        call within this call (``guard.run_tools``); what it returns, if not ``None``, is
+        called as ``finish(result, error)`` once that tool call has been handled, in the
+        same task. Observers must be fast and must not raise (an exception is logged and
+        ignored). Adding an observer that is already there does nothing.
+        """
+        if observer not in self._tool_observers:
+            self._tool_observers = (*self._tool_observers, observer)
+
+    def tool_started(self, call: ToolCall) -> list[ToolFinish]:
+        """Tell the tool observers that ``call`` is being handled (called by the
+        ``Toolbox``); returns what to pass to ``tool_finished``."""
+        finishers: list[ToolFinish] = []
+        for observer in self._tool_observers:
+            try:
+                finish = observer(self, call)
+            except Exception:
+                _log.exception("llmguard: a tool observer raised; the call goes on")
+                continue
+            if finish is not None:
+                finishers.append(finish)
+        return finishers
+
+    @staticmethod
+    def tool_finished(
+        finishers: Sequence[ToolFinish],
+        result: ToolResult | None,
+        error: BaseException | None,
+    ) -> None:
+        """Run what ``tool_started`` returned, the last started first."""
+        for finish in reversed(finishers):
+            try:
+                finish(result, error)
+            except Exception:
+                _log.exception("llmguard: a tool observer raised; the call goes on")
 
     def on_finish(self, callback: FinishCallback) -> None:
         """Run ``callback(state, response, error)`` once when the call ends.

@@ -21,6 +21,8 @@ from .._errors import ConfigurationError
 __all__ = ["Circuit", "CircuitPolicy", "CircuitState", "Outcome", "Verdict"]
 
 CircuitState = Literal["closed", "open", "half_open"]
+"""A breaker's state: ``"closed"`` (calls pass), ``"open"`` (calls refused with
+``CircuitOpen``), ``"half_open"`` (a few probe calls decide which comes next)."""
 Verdict = Literal["pass", "probe", "reject"]
 Outcome = Literal["success", "failure", "neutral"]
 Transition = tuple[CircuitState, CircuitState] | None

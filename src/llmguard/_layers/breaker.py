@@ -101,7 +101,8 @@ class CircuitBreaker(BaseLayer):
             epoch seconds with a store (so hosts agree; keep their clocks in sync).
         on_change: called with ``(key, old_state, new_state)`` on every transition
             (keep it fast). Transitions are also logged on ``llmguard.breaker`` and
-            noted in the call state (``CallState.extra["circuit"]``).
+            noted in the call state (``CallState.extra["circuit"]`` as text,
+            ``CallState.extra["circuit_transitions"]`` as ``(key, old, new)`` tuples).
     """
 
     def __init__(
@@ -356,6 +357,7 @@ class CircuitBreaker(BaseLayer):
         state = current_call()
         if state is not None:
             state.extra.setdefault("circuit", []).append(f"{key}: {old} -> {new}")
+            state.extra.setdefault("circuit_transitions", []).append((key, old, new))
         if self._on_change is not None:
             try:
                 self._on_change(key, old, new)

@@ -230,8 +230,17 @@ class Toolbox:
     async def _handle(self, call: ToolCall, events: EventSink | None) -> ToolResult:
         if events is not None:
             await events(ToolStarted(call=call))
-        result = await self._check_and_run(call)
         state = current_call()
+        if state is None or not state._tool_observers:
+            result = await self._check_and_run(call)
+        else:
+            finishers = state.tool_started(call)
+            try:
+                result = await self._check_and_run(call)
+            except BaseException as exc:  # cancelled: the observers still hear the end
+                state.tool_finished(finishers, None, exc)
+                raise
+            state.tool_finished(finishers, result, None)
         if state is not None:
             state.tool_calls += 1
             if not result.ok:
