@@ -9,7 +9,7 @@ VENV2 := .venv-openai2
 BIN2 := $(VENV2)/bin
 SDK_TESTS := tests/providers tests/testing/test_openai_endpoint.py tests/layers/test_retry_after_table.py
 
-.PHONY: demo test bench lint typecheck pytest clean
+.PHONY: demo test docs bench lint typecheck pytest clean
 
 demo: $(VENV)/.base-installed
 	$(BIN)/python examples/quickstart.py
@@ -19,6 +19,7 @@ test: $(VENV)/.dev-installed $(VENV2)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict src tests/typing
+	$(MAKE) --no-print-directory docs
 	rm -f .coverage .coverage.*
 	$(BIN)/coverage run -m pytest
 	@echo "--- the provider tests again, on openai 2.x ---"
@@ -26,6 +27,12 @@ test: $(VENV)/.dev-installed $(VENV2)/.dev-installed
 	$(BIN2)/coverage run -m pytest -q $(wildcard $(SDK_TESTS))
 	$(BIN)/coverage combine -q
 	$(BIN)/coverage report
+
+# The documentation site (Sphinx + MyST, docs/conf.py) into docs/_build/html. Warnings are
+# errors (-W, --keep-going to list them all); -E re-reads every page, so a warning is never
+# hidden by an up-to-date page from an earlier build.
+docs: $(VENV)/.dev-installed
+	$(BIN)/sphinx-build -W --keep-going -E -q -b html docs docs/_build/html
 
 bench: $(VENV)/.dev-installed
 	bash scripts/ensure-redis.sh

@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
+"""Who wrote a ``Message``."""
 
 _NO_EXTRAS: Mapping[str, Any] = MappingProxyType({})
 
@@ -251,3 +252,4 @@ class Finish:
 
 
 StreamEvent = TextDelta | ToolCallDelta | UsageUpdate | Finish
+"""What a stream yields: text, tool-call pieces, usage, and the ``Finish`` at the end."""

@@ -85,7 +85,7 @@ class Budget(BaseLayer):
     not. ``response.cost_micros`` and the call record get the call's price.
 
     Args:
-        *limits: the ``Limit``s; all must admit a call. None at all: the layer only
+        *limits: the ``Limit`` objects; all must admit a call. None at all: the layer only
             prices calls.
         store: where budgets are counted (default: a new ``MemoryStore``, one process
             only). ``SQLiteStore`` shares limits between the processes of one host,

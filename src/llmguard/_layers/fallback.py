@@ -180,7 +180,7 @@ class Fallback(BaseLayer):
     """When the call fails, tries the next target in ``to``, in order.
 
     ``to`` holds model names (same provider), providers, ``(provider, model)`` pairs,
-    ``FallbackTarget``s and finally async functions ``(Request) -> Response`` that
+    ``FallbackTarget`` objects, and finally async functions ``(Request) -> Response`` that
     answer without an LLM. A call falls back on what ``on`` says (default: a retryable
     ``ProviderError``, a ``DeadlineExceeded``, a ``CircuitOpen``, builtin timeouts and
     connection errors); anything else (a 400, a budget refusal) is raised as it is.

@@ -2,8 +2,8 @@
 
 ``FakeProvider`` (scripted replies, streams, failures, a request log),
 ``capture_records()``, ``ManualClock``, ``FakeOpenAIEndpoint`` (a fake OpenAI HTTP API
-for code that calls the openai SDK, with ``WireReply`` failures and ``Quirk``s of
-OpenAI-compatible servers), cassettes (``RecordingTransport``, ``Cassette``), and a
+for code that calls the openai SDK, with ``WireReply`` failures and the ``Quirk`` flags
+of OpenAI-compatible servers), cassettes (``RecordingTransport``, ``Cassette``), and a
 pytest plugin with the fixtures ``fake_provider``, ``guard``, ``memory_store``,
 ``llm_records``, ``manual_clock``, ``fake_openai``, ``openai_client`` and
 ``openai_cassette``.
