@@ -76,6 +76,7 @@ if TYPE_CHECKING:
     from ._layers.deadlines import Deadlines, StreamTimeouts
     from ._layers.fallback import Fallback, FallbackTarget, fallback
     from ._layers.otel import OpenTelemetry
+    from ._layers.pseudonymize import ContextField, Pseudonymize
     from ._layers.retry import Retry, retry
     from ._layers.retry_strategies import (
         retry_if_retryable,
@@ -155,6 +156,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Limit": ("._budget_limits", "Limit"),
     "OpenAIProvider": ("._providers.openai", "OpenAIProvider"),
     "OpenTelemetry": ("._layers.otel", "OpenTelemetry"),
+    "Pseudonymize": ("._layers.pseudonymize", "Pseudonymize"),
+    "ContextField": ("._layers.pseudonymize", "ContextField"),
     "output_schema": ("._output.types", "output_schema"),
     "OutputMode": ("._output.types", "OutputMode"),
     "OutputSchema": ("._output.types", "OutputSchema"),
@@ -245,6 +248,7 @@ __all__ = [
     "ClientDisconnected",
     "Clock",
     "ConfigurationError",
+    "ContextField",
     "DeadlineExceeded",
     "Deadlines",
     "Embeddings",
@@ -279,6 +283,7 @@ __all__ = [
     "ProviderConnectionError",
     "ProviderError",
     "ProviderTimeout",
+    "Pseudonymize",
     "PydanticCodec",
     "RateLimited",
     "RedisStore",

@@ -51,6 +51,7 @@ class RequestOptions(TypedDict, total=False):
 
 
 def _default_stack(
+    pseudonymize: Layer | None,
     telemetry: Layer | None,
     observe: Layer | bool,
     cache: Layer | None,
@@ -60,9 +61,10 @@ def _default_stack(
     retry: Layer | None,
     deadlines: Layer | None,
 ) -> list[Layer]:
-    """The keyword layers in the default order (docs/concepts.md says why): telemetry →
-    observe → cache → budget → fallback → breaker → retry → deadlines → provider."""
-    stack: list[Layer] = [telemetry] if telemetry is not None else []
+    """The keyword layers in the default order (docs/concepts.md says why): pseudonymize
+    → telemetry → observe → cache → budget → fallback → breaker → retry → deadlines →
+    provider."""
+    stack: list[Layer] = [layer for layer in (pseudonymize, telemetry) if layer is not None]
     if observe is True:
         from ._layers.observe import Observe
 
@@ -79,9 +81,11 @@ class Guard:
     >>> from llmguard.testing import FakeProvider
     >>> guard = Guard(FakeProvider(["hi"]), model="fake-model")
 
-    Instead of ``layers``, the keywords ``telemetry``, ``observe``, ``cache``, ``budget``,
+    Instead of ``layers``, the keywords ``pseudonymize``, ``telemetry``, ``observe``,
+    ``cache``, ``budget``,
     ``fallback``, ``breaker``, ``retry`` and ``deadlines`` give the layers by role,
-    stacked in the default order: telemetry (an ``OpenTelemetry`` layer) → observe
+    stacked in the default order: pseudonymize (a ``Pseudonymize`` layer, so no layer
+    sees the real user) → telemetry (an ``OpenTelemetry`` layer) → observe
     (``True`` for a default ``Observe()``) → cache → budget → fallback → breaker → retry
     → deadlines → provider.
 
@@ -116,6 +120,7 @@ class Guard:
         model: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT_S,
         clock: Clock | None = None,
+        pseudonymize: Layer | None = None,
         telemetry: Layer | None = None,
         observe: Layer | bool = False,
         cache: Layer | None = None,
@@ -126,7 +131,7 @@ class Guard:
         deadlines: Layer | None = None,
     ) -> None:
         named = _default_stack(
-            telemetry, observe, cache, budget, fallback, breaker, retry, deadlines
+            pseudonymize, telemetry, observe, cache, budget, fallback, breaker, retry, deadlines
         )
         if named:
             if layers:

@@ -21,10 +21,12 @@ _internal_log = logging.getLogger("llmguard")
 class Observe(BaseLayer):
     """Emits one ``CallRecord`` per call, when the call ends (success, error or cancel).
 
-    Each record goes to the stdlib logger (``llmguard.calls`` unless given; INFO on
-    success, WARNING on error) with the fields under ``extra["llmguard"]`` and the
+    Each record goes to the stdlib logger (``llmguard.calls`` unless given; ``level``
+    on success, WARNING on an error or when a fallback answered: a degraded call) with
+    the fields under ``extra["llmguard"]`` (docs/observability.md lists them) and the
     record itself under ``extra["llmguard_record"]``, and to ``callback`` if given.
-    Prompt and completion text are left out unless ``include_content=True``.
+    Prompt and completion text are left out unless ``include_content=True``, and then
+    pass through ``redact`` first.
 
     Put it first (outermost) so it sees cache hits, refusals and fallbacks.
 
@@ -33,9 +35,12 @@ class Observe(BaseLayer):
         level: the level of a successful call's record.
         callback: called with each record; keep it fast (no I/O), it runs on the call's path.
         include_content: put the prompt and completion text into the record.
+        redact: applied to the prompt and the completion text before they are put into
+            the record (only with ``include_content=True``); if it raises, the text is
+            left out.
     """
 
-    __slots__ = ("_callback", "_include_content", "_level", "_logger")
+    __slots__ = ("_callback", "_include_content", "_level", "_logger", "_redact")
 
     def __init__(
         self,
@@ -44,11 +49,13 @@ class Observe(BaseLayer):
         level: int = logging.INFO,
         callback: Callable[[CallRecord], None] | None = None,
         include_content: bool = False,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self._logger = logger or logging.getLogger(RECORD_LOGGER)
         self._level = level
         self._callback = callback
         self._include_content = include_content
+        self._redact = redact
 
     async def complete(self, request: Request, call_next: Handler) -> Response:
         """Arrange for the record to be emitted when the call ends, and call inward."""
@@ -67,11 +74,14 @@ class Observe(BaseLayer):
     def _emit(
         self, state: CallState, response: Response | None, error: BaseException | None
     ) -> None:
-        level = self._level if error is None else max(self._level, logging.WARNING)
+        degraded = error is not None or state.fallback is not None
+        level = max(self._level, logging.WARNING) if degraded else self._level
         log = self._logger.isEnabledFor(level)
         if not log and self._callback is None:
             return
-        record = build_record(state, response, error, include_content=self._include_content)
+        record = build_record(
+            state, response, error, include_content=self._include_content, redact=self._redact
+        )
         if self._callback is not None:
             try:
                 self._callback(record)
@@ -80,12 +90,13 @@ class Observe(BaseLayer):
         if log:
             self._logger.log(
                 level,
-                "llm call %s %s/%s %s tokens in %.3fs%s",
+                "llm call %s %s/%s %s tokens in %.3fs%s%s",
                 record.call_id,
                 record.provider,
                 record.model,
                 record.usage.total_tokens,
                 record.latency_s,
+                f" fallback={record.fallback}" if record.fallback else "",
                 f" error={record.error}" if record.error else "",
                 extra={"llmguard": record.as_dict(), "llmguard_record": record},
             )
@@ -100,6 +111,7 @@ def build_record(
     error: BaseException | None,
     *,
     include_content: bool = False,
+    redact: Callable[[str], str] | None = None,
 ) -> CallRecord:
     """Turn a finished ``CallState`` into its ``CallRecord``."""
     attempts = state.attempts
@@ -121,6 +133,8 @@ def build_record(
             prompt = "\n".join(f"{m.role}: {m.content or ''}" for m in request.messages)
         if response is not None:
             completion = response.text
+        if redact is not None:
+            prompt, completion = _redacted(redact, prompt), _redacted(redact, completion)
     return CallRecord(
         call_id=state.call_id,
         provider=last.provider if last else state.provider,
@@ -145,3 +159,13 @@ def build_record(
         tool_errors=state.tool_errors,
         fallback_reasons=tuple(state.fallback_reasons),
     )
+
+
+def _redacted(redact: Callable[[str], str], text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        return redact(text)
+    except Exception:
+        _internal_log.exception("llmguard: an Observe redact hook raised; the text is left out")
+        return None
