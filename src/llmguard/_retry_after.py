@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from email.utils import mktime_tz, parsedate_tz
 from typing import Literal
 
 __all__ = ["DEFAULT_MAX_RETRY_AFTER", "RetryAfterDecision", "decide", "parse_retry_after"]
@@ -63,6 +62,8 @@ def parse_retry_after(
     raw = lowered.get("retry-after")
     if raw is None:
         return None
+    from email.utils import mktime_tz, parsedate_tz  # only for a date: keeps imports light
+
     try:
         parsed = parsedate_tz(raw)
         if parsed is None:

@@ -148,3 +148,9 @@ def sse_events(body: str) -> list[dict[str, Any]]:
 @pytest.fixture
 def make_replay() -> Callable[..., Replay]:
     return replay_client
+
+
+@pytest.fixture(params=["sdk", "lean"])
+def wire(request: pytest.FixtureRequest) -> str:
+    """The chat tests run on both wires: through the SDK, and the lean wire client."""
+    return str(request.param)

@@ -50,10 +50,13 @@ def sent_body_matches(sent: dict[str, Any], recorded: dict[str, Any]) -> None:
     assert sent == recorded
 
 
-def provider_for(name: str, **kw: Any) -> tuple[OpenAIProvider, Any, dict[str, Any]]:
+def provider_for(
+    name: str, wire: str = "sdk", **kw: Any
+) -> tuple[OpenAIProvider, Any, dict[str, Any]]:
     recording = load(name)
     replay = replay_client(recording)
     api = "responses" if name.startswith("responses") else "chat"
+    kw["wire"] = wire if api == "chat" else "sdk"
     field = (
         "max_tokens" if "max_tokens" in recording["request"]["body"] else "max_completion_tokens"
     )
@@ -62,8 +65,8 @@ def provider_for(name: str, **kw: Any) -> tuple[OpenAIProvider, Any, dict[str, A
 
 
 @pytest.mark.parametrize("name", CHAT_JSON)
-async def test_chat_completion_fixtures(name: str) -> None:
-    provider, replay, recording = provider_for(name)
+async def test_chat_completion_fixtures(name: str, wire: str) -> None:
+    provider, replay, recording = provider_for(name, wire)
     request = request_from(recording["request"]["body"])
     response = await provider.complete(request)
     body = json.loads(recording["response"]["body"])
@@ -84,8 +87,8 @@ async def test_chat_completion_fixtures(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", CHAT_SSE)
-async def test_chat_stream_fixtures(name: str) -> None:
-    provider, replay, recording = provider_for(name)
+async def test_chat_stream_fixtures(name: str, wire: str) -> None:
+    provider, replay, recording = provider_for(name, wire)
     request = request_from(recording["request"]["body"])
     guard = Guard(provider, [Observe()], timeout=None)
     with capture_records() as records:
@@ -120,8 +123,8 @@ async def test_chat_stream_fixtures(name: str) -> None:
     sent_body_matches(replay.sent[0], recording["request"]["body"])
 
 
-async def test_arguments_split_across_chunks_and_parallel_calls() -> None:
-    provider, _, recording = provider_for("chat_stream_tool_calls_parallel.json")
+async def test_arguments_split_across_chunks_and_parallel_calls(wire: str) -> None:
+    provider, _, recording = provider_for("chat_stream_tool_calls_parallel.json", wire)
     guard = Guard(provider, timeout=None)
     async with guard.stream(request_from(recording["request"]["body"])) as events:
         deltas = [e async for e in events if isinstance(e, llmguard.ToolCallDelta)]
@@ -200,8 +203,8 @@ async def test_responses_stream_function_call() -> None:
         ("responses_error_400_model_not_found.json", 400),
     ],
 )
-async def test_error_fixtures(name: str, status: int) -> None:
-    provider, _, recording = provider_for(name)
+async def test_error_fixtures(name: str, status: int, wire: str) -> None:
+    provider, _, recording = provider_for(name, wire)
     with pytest.raises(ProviderError) as info:
         await provider.complete(request_from(recording["request"]["body"]))
     error = info.value
@@ -215,8 +218,8 @@ async def test_error_fixtures(name: str, status: int) -> None:
         assert body["error"]["message"] in str(error)
 
 
-async def test_compatible_server_429_is_rate_limited() -> None:
-    provider, _, recording = provider_for("compat_openrouter_chat_429_rate_limited.json")
+async def test_compatible_server_429_is_rate_limited(wire: str) -> None:
+    provider, _, recording = provider_for("compat_openrouter_chat_429_rate_limited.json", wire)
     with pytest.raises(llmguard.RateLimited) as info:
         await provider.complete(request_from(recording["request"]["body"]))
     assert info.value.status_code == 429
@@ -225,7 +228,7 @@ async def test_compatible_server_429_is_rate_limited() -> None:
     assert "Rate limit exceeded" in str(info.value)
 
 
-async def test_planted_key_never_leaks_on_the_401_path() -> None:
+async def test_planted_key_never_leaks_on_the_401_path(wire: str) -> None:
     recording = load("error_401_invalid_api_key.json")
     key = "sk-proj-PLANTEDSECRET0123456789abcdef"
     echoed = recording["response"]["body"].replace(
@@ -233,7 +236,7 @@ async def test_planted_key_never_leaks_on_the_401_path() -> None:
     )
     recording = {**recording, "response": {**recording["response"], "body": echoed}}
     replay = replay_client(recording, api_key=key)
-    provider = OpenAIProvider(replay.client)
+    provider = OpenAIProvider(replay.client, wire=wire)  # type: ignore[arg-type]
     seen: list[llmguard.CallRecord] = []
     guard = Guard(provider, [Observe(callback=seen.append)], model="gpt-4o-mini")
     with pytest.raises(ProviderError) as info:
@@ -252,6 +255,6 @@ async def test_planted_key_never_leaks_on_the_401_path() -> None:
     assert "[redacted]" in str(info.value)
 
 
-def test_no_key_in_provider_repr() -> None:
+def test_no_key_in_provider_repr(wire: str) -> None:
     replay = replay_client(load("chat_completion_basic.json"))
-    assert TEST_KEY not in repr(OpenAIProvider(replay.client))
+    assert TEST_KEY not in repr(OpenAIProvider(replay.client, wire=wire))  # type: ignore[arg-type]

@@ -32,15 +32,16 @@ class StructuredAnswer(BaseModel):
     joke: str
 
 
-def replay(name: str) -> tuple[Guard, FakeOpenAIEndpoint, dict[str, Any]]:
+def replay(name: str, wire: str) -> tuple[Guard, FakeOpenAIEndpoint, dict[str, Any]]:
     recording = load(name)  # skips (or fails on CI) when the fixtures are missing
     endpoint = Cassette.load(FIXTURES / name).endpoint()
-    guard = Guard(OpenAIProvider(endpoint.async_client()), [Observe()], model="gpt-4o")
+    provider = OpenAIProvider(endpoint.async_client(), wire=wire)  # type: ignore[arg-type]
+    guard = Guard(provider, [Observe()], model="gpt-4o")
     return guard, endpoint, recording
 
 
-async def test_the_recorded_structured_output_gives_the_instance() -> None:
-    guard, endpoint, recording = replay(STRUCTURED)
+async def test_the_recorded_structured_output_gives_the_instance(wire: str) -> None:
+    guard, endpoint, recording = replay(STRUCTURED, wire)
     body = recording["request"]["body"]
     with capture_records() as records:
         answer = await guard.structured(StructuredAnswer, user=body["messages"][0]["content"])
@@ -59,8 +60,8 @@ async def test_the_recorded_structured_output_gives_the_instance() -> None:
     assert (record.attempts, record.usage) == (1, Usage(input_tokens=68, output_tokens=35))
 
 
-async def test_the_recorded_refusal_is_a_refusal_and_not_re_asked() -> None:
-    guard, endpoint, recording = replay(REFUSED)
+async def test_the_recorded_refusal_is_a_refusal_and_not_re_asked(wire: str) -> None:
+    guard, endpoint, recording = replay(REFUSED, wire)
     body = recording["request"]["body"]
     with capture_records() as records, pytest.raises(Refusal) as caught:
         await guard.structured(StructuredAnswer, user=body["messages"][0]["content"])
@@ -72,14 +73,15 @@ async def test_the_recorded_refusal_is_a_refusal_and_not_re_asked() -> None:
     assert record.usage == Usage(input_tokens=65, output_tokens=13)
 
 
-async def test_a_re_ask_through_the_sdk() -> None:
+async def test_a_re_ask_through_the_sdk(wire: str) -> None:
     endpoint = FakeOpenAIEndpoint(
         [
             FakeReply.json({"rating": "high", "joke": "j"}),
             FakeReply.json({"rating": 5, "joke": "j"}),
         ]
     )
-    guard = Guard(OpenAIProvider(endpoint.async_client()), [Observe()], model="gpt-4o")
+    provider = OpenAIProvider(endpoint.async_client(), wire=wire)  # type: ignore[arg-type]
+    guard = Guard(provider, [Observe()], model="gpt-4o")
     with capture_records() as records:
         answer = await guard.structured(StructuredAnswer, user="joke")
     assert answer == StructuredAnswer(rating=5, joke="j")
@@ -91,9 +93,10 @@ async def test_a_re_ask_through_the_sdk() -> None:
     assert record.attempts == 2
 
 
-async def test_streaming_through_the_sdk() -> None:
+async def test_streaming_through_the_sdk(wire: str) -> None:
     endpoint = FakeOpenAIEndpoint([FakeReply.json({"rating": 3, "joke": "a long joke " * 5})])
-    guard = Guard(OpenAIProvider(endpoint.async_client()), model="gpt-4o")
+    provider = OpenAIProvider(endpoint.async_client(), wire=wire)  # type: ignore[arg-type]
+    guard = Guard(provider, model="gpt-4o")
     async with guard.structured_stream(StructuredAnswer, user="joke") as partials:
         seen = [partial async for partial in partials]
     assert seen[-1] == StructuredAnswer(rating=3, joke="a long joke " * 5)

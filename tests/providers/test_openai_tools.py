@@ -149,11 +149,14 @@ def recorded_calls(recording: dict[str, Any]) -> list[tuple[str, str, str]]:
     "ignore:Async generator 'httpx2?\\._models\\.Response\\.aiter_bytes':ResourceWarning"
 )
 @pytest.mark.parametrize("name", sorted(CASES))
-async def test_the_loop_replays_recorded_tool_calls_and_answers_each_id(name: str) -> None:
+async def test_the_loop_replays_recorded_tool_calls_and_answers_each_id(
+    name: str, wire: str
+) -> None:
     CALLED.clear()
     recording = load(name)
     client, sent = two_turn_client(recording)
-    guard = Guard(OpenAIProvider(client), model=recording["request"]["body"]["model"])
+    provider = OpenAIProvider(client, wire=wire)  # type: ignore[arg-type]
+    guard = Guard(provider, model=recording["request"]["body"]["model"])
     recorded = recording["request"]["body"]["messages"]
     messages = [Message(role=m["role"], content=m["content"]) for m in recorded]
     tools = CASES[name]

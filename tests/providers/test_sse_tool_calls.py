@@ -12,10 +12,11 @@ from .conftest import load, replay_client, request_from, sse_events
 
 
 @pytest.mark.anyio
-async def test_parallel_tool_call_deltas_survive_sse_encoding() -> None:
+async def test_parallel_tool_call_deltas_survive_sse_encoding(wire: str) -> None:
     recording = load("chat_stream_tool_calls_parallel.json")
     request = request_from(recording["request"]["body"])
-    guard = Guard(OpenAIProvider(replay_client(recording).client), timeout=None)
+    provider = OpenAIProvider(replay_client(recording).client, wire=wire)  # type: ignore[arg-type]
+    guard = Guard(provider, timeout=None)
     async with guard.stream(request) as events:
         seen = []
 

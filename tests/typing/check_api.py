@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import assert_type
+from typing import Literal, assert_type
 
 import llmguard
 from llmguard import Guard, Observe, Request, Response, around, timeout
@@ -165,3 +165,9 @@ async def use_budgets() -> None:
         assert_type(status, llmguard.BudgetStatus)
     assert_type(await llmguard.budget_report(budget.store), list[llmguard.BudgetStatus])
     llmguard.Limit(tokens=1, per="fortnight")  # type: ignore[arg-type]
+
+
+def lean_wire() -> None:
+    provider = llmguard.OpenAIProvider(api_key="sk-x", wire="lean")
+    assert_type(provider.wire, Literal["sdk", "lean"])
+    llmguard.OpenAIProvider(api_key="sk-x", wire="fast")  # type: ignore[arg-type]

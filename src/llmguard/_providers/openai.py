@@ -2,7 +2,8 @@
 
 Works with OpenAI, Azure OpenAI and any OpenAI-compatible server (vLLM, Ollama,
 LM Studio, Groq…), on openai 2.x (httpx) and 3.x (httpx2). ``openai`` is imported
-when a provider is built, never by ``import llmguard``.
+when a provider is built, never by ``import llmguard``; with ``wire="lean"`` and no
+client, not at all (until ``embed`` or ``.client`` needs the SDK).
 """
 
 from __future__ import annotations
@@ -10,24 +11,21 @@ from __future__ import annotations
 import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import ConfigurationError, LLMGuardError, ProviderConnectionError
-from .._output.types import OutputMode
 from .._types import Request, Response, StreamEvent, Usage
 from ._openai_chat import ChatStreamState, chat_arguments, chat_events, chat_response
-from ._openai_errors import map_openai_error, scrub
-from ._openai_responses import (
-    ResponsesStreamState,
-    responses_arguments,
-    responses_events,
-    responses_response,
-)
+from ._openai_errors import map_openai_error, scrub_foreign
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
+
+    from .._output.types import OutputMode
+    from ._wire_client import LeanChat
 
 __all__ = ["Embeddings", "OpenAIProvider", "RetriesMultiplyWarning"]
 
@@ -60,8 +58,16 @@ class OpenAIProvider:
             ``RetriesMultiplyWarning`` is issued once: llmguard's retry layer owns
             retries; pass ``client.with_options(max_retries=0)``.
         api: ``"chat"`` (Chat Completions) or ``"responses"`` (the Responses API).
-        api_key, base_url, timeout: used only when llmguard builds the client
-            (``max_retries=0``, ``timeout`` seconds per HTTP request).
+        wire: ``"sdk"`` (the default): every call goes through the openai SDK;
+            ``"lean"``: chat calls go straight over the HTTP client, parsed into
+            llmguard's types without the SDK's objects (same body, headers, timeout,
+            errors; see docs/providers.md). With a ``client``, its settings and HTTP
+            client are used; without one, openai is never imported for chat calls.
+            Chat Completions only (``api="responses"`` refuses it); ``embed`` uses the SDK.
+        api_key, base_url, timeout, organization, project, default_headers, http_client:
+            used only when llmguard builds the client (``max_retries=0``, ``timeout``
+            seconds per HTTP request; ``http_client`` an ``httpx2.AsyncClient``, or an
+            ``httpx.AsyncClient`` for openai 2.x).
         include_usage: ask streams for usage (``stream_options.include_usage``);
             switch off for compatible servers that reject it (usage is then estimated).
         max_tokens_field: the name ``max_output_tokens`` is sent as:
@@ -78,9 +84,14 @@ class OpenAIProvider:
         client: AsyncOpenAI | None = None,
         *,
         api: Literal["chat", "responses"] = "chat",
+        wire: Literal["sdk", "lean"] = "sdk",
         api_key: str | None = None,
         base_url: str | None = None,
         timeout: float | None = DEFAULT_CLIENT_TIMEOUT_S,
+        organization: str | None = None,
+        project: str | None = None,
+        default_headers: dict[str, str] | None = None,
+        http_client: Any = None,
         include_usage: bool = True,
         max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens",
         embedding_model: str = "text-embedding-3-small",
@@ -93,35 +104,94 @@ class OpenAIProvider:
             )
         if api not in ("chat", "responses"):
             raise ConfigurationError(f'api must be "chat" or "responses", not {api!r}')
-        if client is None:
-            try:
-                import openai
-            except ImportError as exc:  # pragma: no cover - openai is a core dependency
-                raise ImportError(
-                    'OpenAIProvider needs openai: pip install "llmguard[openai]"'
-                ) from exc
-            client = openai.AsyncOpenAI(
-                api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
+        if wire not in ("sdk", "lean"):
+            raise ConfigurationError(f'wire must be "sdk" or "lean", not {wire!r}')
+        if wire == "lean" and api != "chat":
+            raise ConfigurationError(
+                'wire="lean" speaks Chat Completions only; the Responses API uses the SDK '
+                '(wire="sdk")'
             )
-        elif api_key is not None or base_url is not None:
-            raise ConfigurationError("pass api_key/base_url or a client, not both")
-        elif getattr(client, "max_retries", 0) > 0:
-            warnings.warn(
-                RetriesMultiplyWarning(
-                    f"this openai client retries {client.max_retries} times by itself, so every "
-                    "llmguard retry multiplies with it; pass client.with_options(max_retries=0)"
-                ),
-                stacklevel=2,
+        own = (api_key, base_url, organization, project, default_headers, http_client)
+        if client is not None and any(value is not None for value in own):
+            raise ConfigurationError(
+                "pass api_key/base_url/organization/project/default_headers/http_client "
+                "or a client, not both"
             )
+        self._settings: dict[str, Any] = {
+            "api_key": api_key,
+            "base_url": base_url,
+            "organization": organization,
+            "project": project,
+            "default_headers": default_headers,
+            "timeout": timeout,
+            "http_client": http_client,
+        }
+        self._lean: LeanChat | None = None
+        key: object
+        if wire == "lean":
+            from ._wire_setup import setup_from_args, setup_from_client
+
+            setup = (
+                setup_from_client(client)
+                if client is not None
+                else setup_from_args(**self._settings)
+            )
+            key = setup.api_key
+        else:
+            if client is None:
+                client = self._build_client()
+            elif getattr(client, "max_retries", 0) > 0:
+                warnings.warn(
+                    RetriesMultiplyWarning(
+                        f"this openai client retries {client.max_retries} times by itself, so "
+                        "every llmguard retry multiplies with it; pass "
+                        "client.with_options(max_retries=0)"
+                    ),
+                    stacklevel=2,
+                )
+            key = getattr(client, "api_key", None)
         self._client = client
         self._api = api
+        self._wire = wire
         self._include_usage = include_usage
         self._max_tokens_field = max_tokens_field
         self._embedding_model = embedding_model
         self._name = name
         self._structured_output: OutputMode = structured_output
-        key = getattr(client, "api_key", None)
         self._secrets: tuple[str, ...] = (key,) if isinstance(key, str) and key else ()
+        if wire == "lean":
+            from ._wire_client import LeanChat
+
+            self._lean = LeanChat(
+                setup,
+                provider=name,
+                secrets=self._secrets,
+                include_usage=include_usage,
+                max_tokens_field=max_tokens_field,
+            )
+
+    def _build_client(self) -> AsyncOpenAI:
+        """The SDK client llmguard builds from its own arguments (no retries)."""
+        try:
+            import openai
+        except ImportError as exc:  # pragma: no cover - openai is a core dependency
+            raise ImportError(
+                'OpenAIProvider needs openai: pip install "llmguard[openai]"'
+            ) from exc
+        settings = self._settings
+        api_key = settings["api_key"]
+        if api_key is None and self._lean is not None:
+            api_key = self._lean.setup.api_key
+        return openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=settings["base_url"],
+            organization=settings["organization"],
+            project=settings["project"],
+            default_headers=settings["default_headers"],
+            http_client=settings["http_client"],
+            max_retries=0,
+            timeout=settings["timeout"],
+        )
 
     @property
     def name(self) -> str:
@@ -134,16 +204,28 @@ class OpenAIProvider:
 
     @property
     def client(self) -> AsyncOpenAI:
-        """The underlying openai client."""
+        """The underlying openai client (with ``wire="lean"`` and no client given, built
+        on first use: this imports openai)."""
+        if self._client is None:
+            self._client = self._build_client()
         return self._client
 
-    def _error(self, exc: BaseException) -> LLMGuardError:
-        _scrub_foreign(exc, self._secrets)
-        return map_openai_error(exc, provider=self._name, secrets=self._secrets)
+    @property
+    def wire(self) -> Literal["sdk", "lean"]:
+        """How chat calls travel: through the SDK (``"sdk"``) or the lean wire client."""
+        return self._wire
+
+    def _error(self, exc: BaseException, *, mid_stream: bool = False) -> LLMGuardError:
+        scrub_foreign(exc, self._secrets)
+        return map_openai_error(
+            exc, provider=self._name, secrets=self._secrets, mid_stream=mid_stream
+        )
 
     async def complete(self, request: Request) -> Response:
         """One request, one response."""
-        client = self._client
+        if self._lean is not None:
+            return await self._lean.complete(request)
+        client = self.client
         try:
             if self._api == "chat":
                 completion = await client.chat.completions.create(
@@ -155,6 +237,8 @@ class OpenAIProvider:
                     )
                 )
                 return chat_response(completion, provider=self._name)
+            from ._openai_responses import responses_arguments, responses_response
+
             raw = await client.responses.create(**responses_arguments(request, stream=False))
             return responses_response(raw, provider=self._name)
         except LLMGuardError:
@@ -162,10 +246,15 @@ class OpenAIProvider:
         except Exception as exc:
             raise self._error(exc) from exc
 
-    @asynccontextmanager
-    async def stream(self, request: Request) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+    def stream(self, request: Request) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
         """Open a stream; leaving the ``async with`` closes the HTTP response."""
-        client = self._client
+        if self._lean is not None:
+            return self._lean.stream(request)
+        return self._sdk_stream(request)
+
+    @asynccontextmanager
+    async def _sdk_stream(self, request: Request) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        client = self.client
         try:
             if self._api == "chat":
                 sdk_stream: Any = await client.chat.completions.create(
@@ -178,6 +267,8 @@ class OpenAIProvider:
                 )
                 mapper: Callable[[Any], Iterable[StreamEvent]] = _chat_mapper()
             else:
+                from ._openai_responses import responses_arguments
+
                 sdk_stream = await client.responses.create(
                     **responses_arguments(request, stream=True)
                 )
@@ -187,7 +278,7 @@ class OpenAIProvider:
         except Exception as exc:
             raise self._error(exc) from exc
         try:
-            yield _Events(sdk_stream, mapper, self._error)
+            yield _Events(sdk_stream, mapper, partial(self._error, mid_stream=True))
         finally:
             await sdk_stream.close()
 
@@ -197,7 +288,7 @@ class OpenAIProvider:
         """Embed ``texts`` (in order) with ``model`` (default: ``embedding_model``)."""
         extra: dict[str, Any] = {} if dimensions is None else {"dimensions": dimensions}
         try:
-            result = await self._client.embeddings.create(
+            result = await self.client.embeddings.create(
                 model=model or self._embedding_model, input=list(texts), **extra
             )
             vectors = [list(item.embedding) for item in sorted(result.data, key=lambda d: d.index)]
@@ -211,15 +302,25 @@ class OpenAIProvider:
         return Embeddings(vectors=vectors, model=result.model, usage=usage)
 
     def __repr__(self) -> str:
-        base_url = str(getattr(self._client, "base_url", ""))
-        return f"OpenAIProvider(api={self._api!r}, base_url={base_url!r}, name={self._name!r})"
+        if self._lean is not None:
+            base_url = self._lean.setup.base_url
+        else:
+            base_url = str(getattr(self._client, "base_url", ""))
+        return (
+            f"OpenAIProvider(api={self._api!r}, wire={self._wire!r}, base_url={base_url!r}, "
+            f"name={self._name!r})"
+        )
+
+
+_END = object()
+"""What the mappers get when the SDK's stream ends (a ``data: null`` chunk is ``None``)."""
 
 
 def _chat_mapper() -> Callable[[Any], Iterable[StreamEvent]]:
     state = ChatStreamState()
 
     def mapper(chunk: Any) -> Iterable[StreamEvent]:
-        if chunk is None:  # the end: was the answer whole?
+        if chunk is _END:  # the end: was the answer whole?
             if not state.finished:
                 raise ProviderConnectionError("the stream ended before the model finished")
             return ()
@@ -229,10 +330,12 @@ def _chat_mapper() -> Callable[[Any], Iterable[StreamEvent]]:
 
 
 def _responses_mapper() -> Callable[[Any], Iterable[StreamEvent]]:
+    from ._openai_responses import ResponsesStreamState, responses_events
+
     state = ResponsesStreamState()
 
     def mapper(event: Any) -> Iterable[StreamEvent]:
-        if event is None:
+        if event is _END:
             if not state.finished:
                 raise ProviderConnectionError("the stream ended before the response completed")
             return ()
@@ -271,7 +374,7 @@ class _Events:
                     item = await self._iterator.__anext__()
                 except StopAsyncIteration:
                     self._done = True
-                    item = None
+                    item = _END
                 pending.extend(self._mapper(item))
             except LLMGuardError:
                 self._done = True
@@ -280,19 +383,3 @@ class _Events:
                 self._done = True
                 raise self._error(exc) from exc
         return pending.popleft()
-
-
-def _scrub_foreign(exc: BaseException, secrets: tuple[str, ...]) -> None:
-    """Scrub keys from the SDK's own exception too: it stays attached as ``__cause__``."""
-    try:
-        exc.args = tuple(scrub(a, secrets) if isinstance(a, str) else a for a in exc.args)
-        message = getattr(exc, "message", None)
-        if isinstance(message, str):
-            exc.message = scrub(message, secrets)  # type: ignore[attr-defined]
-        body = getattr(exc, "body", None)
-        if isinstance(body, dict):
-            error = body.get("error")
-            if isinstance(error, dict) and isinstance(error.get("message"), str):
-                error["message"] = scrub(error["message"], secrets)
-    except Exception:  # pragma: no cover - never let scrubbing hide the real error
-        pass
