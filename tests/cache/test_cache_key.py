@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import anyio
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 import llmguard
 from llmguard import Cache, CallContext, Guard, Message, Request, ToolCall, ToolSpec
-from llmguard._cache_key import IGNORED_EXTRAS, key_prefix, request_key
+from llmguard._cache_key import IGNORED_EXTRAS, canonical_json, key_prefix, request_key
 from llmguard.testing import FakeProvider
 
 PREFIX = key_prefix("llmguard", "1")
@@ -171,6 +172,45 @@ extras_strategy = st.dictionaries(
     json_value,
     max_size=6,
 )
+
+
+def test_the_k1_form_is_pinned() -> None:
+    """Keys stored by earlier releases must still be found: a change to these values
+    is a new canonical form, and needs a new ``KEY_FORMAT``."""
+    assert key(BASE) == (
+        "llmguard:1:k1:688270002460df3eb7b2583434d2a1503025702be9affa977b4fde7e670aba54"
+    )
+    assert key(BASE, provider="x", scope="s") == (
+        "llmguard:1:k1:68bbd5ab7a3200e80a27d3fd354efdc37ca6b9f6cd70ae877e7ce6abee21df98"
+    )
+    odd = Request.create(
+        model="m",
+        user='héllo \u2028 "q"',
+        temperature=1,
+        extras={"b": [1.5, float("inf"), None], "a": {"z": 1, "y": True}},
+    )
+    assert key(odd) == (
+        "llmguard:1:k1:c52b6cf0e9c1fbe205cb3fda5bb52aae7b882c7467e5ec551cacd7d1b9313589"
+    )
+
+
+json_float = st.floats(allow_nan=False) | st.sampled_from([float("inf"), float("-inf")])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    value=st.recursive(
+        json_leaf | json_float,
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+        ),
+        max_leaves=12,
+    )
+)
+def test_canonical_json_is_json_dumps_with_sorted_keys(value: Any) -> None:
+    """The one-shot encoder writes what ``json.dumps`` with the same options writes."""
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_json(value) == expected.encode()
 
 
 def reordered(value: Any, rng: st.DataObject) -> Any:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 HOST = "127.0.0.1"
 REDIS_URL = f"redis://{HOST}:6379/0"
@@ -231,6 +232,29 @@ class RedisClusterRunner:
 
 
 CLUSTER = RedisClusterRunner()
+
+
+def age_keys(urls: list[str], prefix: str, seconds: float) -> None:
+    """Let ``seconds`` pass for Redis's own expiry of the keys under ``prefix``.
+
+    Redis's clock cannot be set, so each key's expiry comes ``seconds`` closer
+    (``PEXPIRE``), and a key whose expiry that passes is deleted, as Redis would have
+    expired it. With a store's ``_test_clock`` moved by as much, the scripts' time and
+    Redis's expiry move together. ``urls``: every node (each scans its own keys).
+    """
+    shift = round(seconds * 1000)
+    if shift <= 0:
+        return
+    for url in urls:
+        with redis.Redis.from_url(url) as client:
+            for key in client.scan_iter(match=f"{prefix}*", count=1000):
+                left = client.pttl(key)
+                if left < 0:  # -1: no expiry; -2: already gone
+                    continue
+                if left <= shift:
+                    client.delete(key)
+                else:
+                    client.pexpire(key, left - shift)
 
 
 async def delete_prefix(client: Any, prefix: str) -> int:

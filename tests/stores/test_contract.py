@@ -27,6 +27,7 @@ import pytest
 from _redis_servers import (
     CLUSTER,
     TRIO_REASON,
+    age_keys,
     delete_prefix,
     on_asyncio,
     require_redis,
@@ -126,12 +127,20 @@ REDIS_TIMEOUT = 5.0
 
 
 @asynccontextmanager
-async def _redis_harness(store: RedisStore, prefix: str) -> AsyncIterator[StoreHarness]:
+async def _redis_harness(
+    store: RedisStore, prefix: str, urls: list[str]
+) -> AsyncIterator[StoreHarness]:
     clock = FakeClock(START)
     store._test_clock = clock  # the scripts read this instead of the server's TIME
+
+    def set_time(t: float) -> None:
+        # Cache values expire by Redis's own clock (SET PX): it moves along.
+        age_keys(urls, prefix, t - clock.t)
+        clock.t = t
+
     try:
         await store.connect()
-        yield _harness(store, clock)
+        yield StoreHarness(store=store, now=clock, set_time=set_time)
     finally:
         try:
             await delete_prefix(store._client, prefix)
@@ -146,7 +155,7 @@ async def make_redis_store() -> AsyncIterator[StoreHarness]:
     url = require_redis()
     prefix = f"llmguard-test:{uuid.uuid4().hex}:"
     store = RedisStore.from_url(url, prefix=prefix, timeout=REDIS_TIMEOUT)
-    async with _redis_harness(store, prefix) as harness:
+    async with _redis_harness(store, prefix, [url]) as harness:
         yield harness
 
 
@@ -158,7 +167,8 @@ async def make_redis_cluster_store() -> AsyncIterator[StoreHarness]:
     nodes = await anyio.to_thread.run_sync(CLUSTER.ensure)
     prefix = f"llmguard-test:{uuid.uuid4().hex}:"
     store = RedisStore.cluster(nodes, prefix=prefix, timeout=REDIS_TIMEOUT)
-    async with _redis_harness(store, prefix) as harness:
+    urls = [f"redis://{node}/0" for node in nodes]
+    async with _redis_harness(store, prefix, urls) as harness:
         yield harness
 
 

@@ -219,7 +219,7 @@ async def test_keys_expire_when_what_they_hold_stops_counting(
     assert await client.pttl(w) == -1  # a forever total never expires
 
     await store.set("c", b"v", ttl=3)
-    assert 0 < await client.pttl(layout.cache("c")) <= 4000
+    assert 2000 < await client.pttl(layout.cache("c")) <= 3000  # Redis's own expiry, no slack
     await store.set("c", b"v", ttl=None)
     assert await client.pttl(layout.cache("c")) == -1
     await store.acquire_lock("l", ttl=2)
@@ -254,6 +254,14 @@ async def test_scripts_are_loaded_again_after_script_flush(store: RedisStore) ->
 
 
 async def test_reserve_and_settle_cost_one_round_trip_each(store: RedisStore) -> None:
+    sent = count_commands(store)
+    await store.reserve("k", "a", 10, limit=100, window=HOUR, hold=60)
+    await store.settle("k", "a", 7, window=HOUR)
+    assert sent == ["EVALSHA", "EVALSHA"]
+
+
+def count_commands(store: RedisStore) -> list[str]:
+    """The names of the commands ``store`` sends from now on."""
     sent: list[str] = []
     original = store._client.execute_command
 
@@ -262,9 +270,77 @@ async def test_reserve_and_settle_cost_one_round_trip_each(store: RedisStore) ->
         return await original(*args, **options)
 
     store._client.execute_command = counting  # type: ignore[method-assign]
-    await store.reserve("k", "a", 10, limit=100, window=HOUR, hold=60)
-    await store.settle("k", "a", 7, window=HOUR)
-    assert sent == ["EVALSHA", "EVALSHA"]
+    return sent
+
+
+async def test_a_cache_value_is_one_plain_command_each_way(store: RedisStore) -> None:
+    sent = count_commands(store)
+    await store.set("k", b"v", ttl=10)
+    assert await store.get("k") == b"v"
+    assert await store.get("missing") is None
+    await store.set("k", b"w", ttl=None)
+    await store.set("k", b"x", ttl=0)  # a TTL of zero or less deletes
+    await store.delete("k")
+    assert sent == ["SET", "GET", "GET", "SET", "DEL", "DEL"]
+
+
+async def test_cache_values_expire_by_redis_own_clock(store: RedisStore, prefix: str) -> None:
+    client = store._client
+    layout = KeyLayout(prefix)
+    await store.set("k", b"v", ttl=10)
+    assert 9000 < await client.pttl(layout.cache("k")) <= 10_000
+    await store.set("k", b"v", ttl=None)  # a new value without a TTL drops the old TTL
+    assert await client.pttl(layout.cache("k")) == -1
+    await store.set("k", b"v", ttl=1e300)  # past what Redis can expire: kept, no expiry
+    assert await client.pttl(layout.cache("k")) == -1
+    await store.set("k", b"v", ttl=-1)
+    assert await client.exists(layout.cache("k")) == 0
+    with pytest.raises(ValueError, match="ttl"):
+        await store.set("k", b"v", ttl=math.nan)
+
+    await store.set("brief", b"v", ttl=0.0001)  # rounded up to Redis's 1 ms
+    assert await client.pttl(layout.cache("brief")) in (-2, 0, 1)
+    await store.set("short", b"v", ttl=0.05)
+    deadline = time.monotonic() + 10
+    while await store.get("short") is not None:  # Redis expires it; no duration asserted
+        assert time.monotonic() < deadline, "a 50 ms cache value never expired"
+        await anyio.sleep(0.01)
+    assert await store.get("brief") is None
+
+
+async def test_commands_beyond_max_connections_wait_their_turn(prefix: str) -> None:
+    async with RedisStore.from_url(
+        require_redis(), prefix=prefix, timeout=10, max_connections=2
+    ) as store:
+        await store.set("k", b"v", ttl=None)
+        answers: list[bytes | None] = []
+
+        async def one() -> None:
+            answers.append(await store.get("k"))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(20):
+                group.start_soon(one)
+        assert answers == [b"v"] * 20
+        assert store._in_flight is not None
+        assert store._in_flight.value == 2  # every turn was given back
+
+
+async def test_a_cache_value_an_older_llmguard_stored_is_a_miss(
+    store: RedisStore, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before ``:c2``, a value was a hash under ``:c`` read by a script: never read now
+    (no ``WRONGTYPE``, no outage), and ``delete`` removes it too."""
+    client = store._client
+    layout = KeyLayout(prefix)
+    old = layout.legacy_cache("k")
+    await client.hset(old, mapping={"v": b"stale", "x": "1e18"})
+    assert await store.get("k") is None
+    await store.set("k", b"new", ttl=None)
+    assert await store.get("k") == b"new"
+    await store.delete("k")
+    assert await client.exists(old, layout.cache("k")) == 0
+    assert outage_warnings(caplog) == []
 
 
 async def test_a_client_made_elsewhere_stays_open(prefix: str) -> None:
@@ -290,6 +366,8 @@ async def test_the_cluster_runs_every_scope_in_one_slot(redis_cluster: list[str]
                 assert (await store.settle(key, "a", 1, window=minute)).used == 1
                 await store.set(key, b"v", ttl=10)
                 assert await store.get(key) == b"v"
+                await store.delete(key)  # the value and an older llmguard's, one slot
+                assert await store.get(key) is None
                 token = await store.acquire_lock(key, ttl=5)
                 assert token is not None
                 assert await store.release_lock(key, token)
@@ -487,6 +565,7 @@ async def cancel_mid_read(proxy: Proxy, delay: float, store: RedisStore, run: in
 
 BOUND = 0.1  # shorter than the default 250 ms, to keep the tests quick
 SLACK = 0.1  # beyond time the process was not scheduled at all (see _timing.py)
+BATCH_UNWIND = 0.2  # 50 commands cut at once unwind one after another (see its test)
 
 
 async def timed(
@@ -558,7 +637,10 @@ async def test_a_redis_that_does_not_answer_is_unavailable_within_the_bound(
             assert len(results) == 500
             assert all(error is not None for _, error in results)
             slowest = max(elapsed for elapsed, _ in results)
-            assert slowest <= BOUND + SLACK, (slowest, meter.worst)
+            # 50 commands cut at the same instant each unwind their connection: on a
+            # loaded 2-core machine the last one ends ~0.1 s later (CPU, not a hang; the
+            # unbounded default would be seconds per command)
+            assert slowest <= BOUND + SLACK + BATCH_UNWIND, (slowest, meter.worst)
             assert len(outage_warnings(caplog)) == 1
 
             server.resume()

@@ -6,8 +6,13 @@ Key layout, for a key (a budget scope, a cache key, a lock name...) ``K``::
     <prefix>{<tag(K)>}:e         budget: when reservations expire, closed ids (zset)
     <prefix>{<tag(K)>}:w         budget: settled totals per window (hash)
     <prefix>{<tag(K)>}:s:<wid>   budget: settles of a sliding window (zset)
-    <prefix>{<tag(K)>}:c         cache value      <prefix>{<tag(K)>}:k  lock
+    <prefix>{<tag(K)>}:c2        cache value      <prefix>{<tag(K)>}:k  lock
     <prefix>{<tag(K)>}:v         shared value     <prefix>{<tag(K)>}:n  counter
+
+A cache value is a plain string with Redis's own expiry (``SET ... PX``), read by one
+``GET``. Before it, cache values were hashes under ``:c`` (value and expiry, read by a
+script): the new name makes such an entry a miss, never a ``WRONGTYPE`` error, and
+``delete`` removes both.
 
 Every key of one ``K`` carries the same hash tag ``{...}``, so one script touches
 keys of one slot only and never meets ``CROSSSLOT`` on Redis Cluster. ``tag(K)`` is
@@ -57,6 +62,10 @@ class KeyLayout:
         return keys
 
     def cache(self, key: str) -> str:
+        return self._base(key) + "c2"
+
+    def legacy_cache(self, key: str) -> str:
+        """Where llmguard kept a cache value before ``:c2`` (a hash, read by a script)."""
         return self._base(key) + "c"
 
     def lock(self, key: str) -> str:

@@ -2,9 +2,12 @@
 
 - Every read-modify-write is one Lua script (``lua/``), loaded once per client and
   run by ``EVALSHA`` (redis-py's script object loads it again on ``NOSCRIPT``, on a
-  cluster on every primary). A command is one round trip.
-- Time comes from the server: each script reads ``TIME``, so clients with drifting
-  clocks agree on windows, holds and TTLs. (Tests move time with ``_test_clock``.)
+  cluster on every primary). A command is one round trip. A cache value needs no
+  script: ``SET ... PX`` and a plain ``GET`` (a cache hit is one plain round trip).
+- Time comes from the server: each script reads ``TIME``, and cache values expire by
+  Redis's own clock, so clients with drifting clocks agree on windows, holds and
+  TTLs. (Tests move the scripts' time with ``_test_clock``; see ``test_contract.py``
+  for moving Redis's expiry along.)
 - Every key of one budget scope, cache key or lock carries one hash tag, so a script
   only touches one slot; keys expire (``PEXPIRE``) once what they hold no longer
   counts. See ``_redis_keys`` for the layout.
@@ -19,6 +22,7 @@ raises ``ConfigurationError``. redis is imported only when a ``RedisStore`` is m
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import secrets
 import time
@@ -31,6 +35,7 @@ import anyio
 import anyio.lowlevel
 
 from .._errors import ConfigurationError
+from ._deadline import Deadlines
 from ._failure import DEFAULT_TIMEOUT, Outage, check_hold, check_timeout
 from ._memory_ledger import _check_amount
 from ._redis_client import SCRIPTS, build_client, build_cluster, import_redis, script_source
@@ -74,7 +79,8 @@ class RedisStore:
     ``async with`` closes what it owns.
 
     For tests only: set ``_test_clock`` to a callable returning epoch seconds, and
-    the scripts use that instead of the server's ``TIME``.
+    the scripts use that instead of the server's ``TIME`` (cache values still expire
+    by Redis's clock: a test moves it by shortening their ``PTTL``).
     """
 
     def __init__(
@@ -96,6 +102,7 @@ class RedisStore:
         self._windows = WindowArgs()
         self._skew = 0.0  # server clock minus ours, from the last ledger answer
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._deadlines: Deadlines | None = None  # the bounds' one timer (_deadline.py)
         self._outage = Outage(f"RedisStore(prefix={prefix!r})")
         self._connection_error: type[BaseException] = redis.exceptions.ConnectionError
         self._errors: tuple[type[BaseException], ...] = (
@@ -175,11 +182,12 @@ class RedisStore:
                 script = self._script(name)
                 script.sha = await self._client.script_load(script.script)
 
-        await self._bounded(load)
+        await self._bounded(load, resend=False)
 
     async def aclose(self) -> None:
         """Close the client and its connections if this store made them."""
         self._check_loop()
+        self._deadlines = None
         if self._owns_client:
             await self._client.aclose()
 
@@ -215,20 +223,62 @@ class RedisStore:
             return repr(now), now
         return "", wall_clock() + self._skew
 
-    async def _bounded(self, work: Callable[[], Awaitable[T]]) -> T:
-        """Run ``work`` within the bound; every failure becomes ``StoreUnavailable``."""
+    def _new_deadlines(self) -> Deadlines:
+        """The bounds' timer for the running loop, on first use or on another loop
+        (which ``_check_loop`` refuses unless the first one is gone)."""
         self._check_loop()
+        deadlines = self._deadlines = Deadlines(asyncio.get_running_loop(), self._timeout)
+        return deadlines
+
+    async def _bounded(
+        self,
+        command: Callable[..., Awaitable[T]],
+        *args: Any,
+        resend: bool = True,
+        checkpoint: bool = True,
+    ) -> T:
+        """``await command(*args)`` within the bound; every failure becomes
+        ``StoreUnavailable``. With ``resend``, sent once more on a fresh connection when
+        a pooled one turns out dropped (say, after a Redis restart). With
+        ``checkpoint``, a caller already cancelled stops before sending anything.
+
+        (This is every cache hit's path: kept flat, one frame, no timer of its own.)
+        """
+        deadlines = self._deadlines
+        if deadlines is None or deadlines.loop is not _running_loop():
+            deadlines = self._new_deadlines()
+        deadline = deadlines.enter()  # the bound runs from the call
         try:
-            with anyio.fail_after(self._timeout):  # the bound runs from the call
-                # A cancelled caller stops here; otherwise the network I/O yields anyway.
-                await anyio.lowlevel.checkpoint_if_cancelled()
-                if self._max_in_flight is not None and self._in_flight is None:
-                    self._in_flight = anyio.Semaphore(self._max_in_flight, fast_acquire=True)
-                if self._in_flight is None:
-                    result = await work()
-                else:
-                    async with self._in_flight:
-                        result = await work()
+            try:
+                if checkpoint:
+                    await anyio.lowlevel.checkpoint_if_cancelled()
+                in_flight = self._in_flight
+                if in_flight is None and self._max_in_flight is not None:
+                    in_flight = self._in_flight = anyio.Semaphore(
+                        self._max_in_flight, fast_acquire=True
+                    )
+                if in_flight is not None:
+                    try:
+                        in_flight.acquire_nowait()
+                    except anyio.WouldBlock:
+                        await in_flight.acquire()  # wait for a turn, within the bound
+                try:
+                    try:
+                        result = await command(*args)
+                    except self._connection_error:
+                        # A pooled connection the server dropped (say, after a
+                        # restart): once more on a fresh one, if sending it twice
+                        # cannot count it twice.
+                        if not resend:
+                            raise
+                        result = await command(*args)
+                finally:
+                    if in_flight is not None:
+                        in_flight.release()
+            except BaseException as exc:
+                deadlines.leave(deadline, exc)  # TimeoutError if the bound cut it short
+                raise
+            deadlines.leave(deadline, None)
         except TimeoutError as exc:
             ms = round(self._timeout * 1000)
             raise self._outage.failed(exc, f"no answer within {ms} ms") from exc
@@ -239,19 +289,8 @@ class RedisStore:
 
     async def _eval(self, name: str, op: str, keys: list[str], args: list[Any]) -> Any:
         """Run script ``name`` (one round trip), within the bound."""
-        script = self._script(name)
-
-        async def run() -> Any:
-            try:
-                return await script(keys=keys, args=args)
-            except self._connection_error:
-                # A pooled connection the server dropped (say, after a restart): once
-                # more on a fresh one, if sending it twice cannot count it twice.
-                if op in _NOT_RETRYABLE:
-                    raise
-            return await script(keys=keys, args=args)
-
-        return await self._bounded(run)
+        run = functools.partial(self._script(name), keys=keys, args=args)
+        return await self._bounded(run, resend=op not in _NOT_RETRYABLE)
 
     # -- BudgetLedger ------------------------------------------------------------------
 
@@ -329,22 +368,32 @@ class RedisStore:
         return await self._ledger("usage", key, "", 0, limit=limit, window=window, hold=0.0)
 
     # -- CacheStore --------------------------------------------------------------------
+    # Values are plain commands, no script. They skip the cancellation check before
+    # sending: a read, or a write of a valid value, sent for a caller that was just
+    # cancelled is harmless, and the check costs more than the rest of a hit's work.
 
     async def get(self, key: str) -> bytes | None:
-        """The value, or ``None`` when missing or expired."""
-        reply = await self._eval(
-            "cache", "get", [self._keys.cache(key)], [self._now_arg()[0], "get"]
-        )
+        """The value, or ``None`` when missing or expired: one plain ``GET``."""
+        reply: Any = await self._bounded(self._client.get, self._keys.cache(key), checkpoint=False)
         return None if reply is None else bytes(reply)
 
     async def set(self, key: str, value: bytes, *, ttl: float | None) -> None:
-        """Store ``value`` for ``ttl`` seconds (``None``: until deleted; ``<= 0``: delete)."""
-        args = [self._now_arg()[0], "set", bytes(value), _ttl_arg(ttl)]
-        await self._eval("cache", "set", [self._keys.cache(key)], args)
+        """Store ``value`` for ``ttl`` seconds (``None``: until deleted; ``<= 0``: delete).
+
+        One ``SET`` (with ``PX``: Redis expires the value by its own clock), or a
+        ``DEL`` for a TTL of zero or less.
+        """
+        ms = _expiry_ms(ttl)
+        name = self._keys.cache(key)
+        if ms == 0:
+            await self._bounded(self._client.delete, name, checkpoint=False)
+        else:
+            await self._bounded(self._client.set, name, bytes(value), None, ms, checkpoint=False)
 
     async def delete(self, key: str) -> None:
-        """Remove the value if present."""
-        await self._eval("cache", "del", [self._keys.cache(key)], [self._now_arg()[0], "del"])
+        """Remove the value if present (and the one an older llmguard kept, if any)."""
+        keys = (self._keys.cache(key), self._keys.legacy_cache(key))
+        await self._bounded(self._client.delete, *keys, checkpoint=False)
 
     async def acquire_lock(self, key: str, *, ttl: float) -> str | None:
         """Take the lock ``key`` for ``ttl`` seconds: a fresh token, or ``None`` if held."""
@@ -385,6 +434,36 @@ class RedisStore:
         """
         args = [self._now_arg()[0], "incr", str(int(amount)), _ttl_arg(ttl)]
         return int(await self._eval("state", "incr", [self._keys.counter(key)], args))
+
+
+#: TTLs past this (about 285,000 years) are stored without an expiry: Redis refuses an
+#: expiry that overflows its clock, and a float has no exact milliseconds there.
+_MAX_EXPIRY_MS = 2**53
+
+
+def _expiry_ms(ttl: float | None) -> int | None:
+    """A cache TTL as ``SET``'s ``PX``: ``None`` for none, 0 to delete, else >= 1 ms."""
+    value = _ttl_seconds(ttl)
+    if not math.isfinite(value):
+        return None
+    if value <= 0:
+        return 0
+    ms = math.ceil(value * 1000)
+    return ms if ms <= _MAX_EXPIRY_MS else None
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # not on asyncio (trio): _check_loop says so
+        return None
+
+
+def _ttl_seconds(ttl: float | None) -> float:
+    value = math.inf if ttl is None else float(ttl)
+    if math.isnan(value):
+        raise ValueError(f"ttl must be a number of seconds or None, not {ttl!r}")
+    return value
 
 
 def _ttl_arg(ttl: float | None, *, required: bool = False) -> str:
