@@ -10,6 +10,13 @@ calls, the second with text) and run the same tool:
   size and depth checks, strict pydantic validation, dispatch (a task group for
   parallel calls), serialisation, one call state.
 
+Both sides send the same two requests, byte for byte once parsed (checked before
+measuring): the raw side builds the assistant message as the API returned it (its
+``content`` null included, as the SDK's own examples send it) and the tool result as
+compact JSON. (Until issue 8 the raw side sent ``model_dump(exclude_none=True)``, which
+leaves the null out: a smaller request, whose transform costs the SDK about a million
+instructions less a loop, so the figures compared unlike requests.)
+
 Variants run interleaved; each figure is the median over rounds of the mean time per
 loop (two model calls). Two ratios, measured in the same run: against the raw SDK
 (the whole cost of going through llmguard), and against the same two calls made with
@@ -66,7 +73,8 @@ def _tool_calls(count: int) -> bytes:
 FINAL = _completion({"role": "assistant", "content": "It is sunny.", "refusal": None}, "stop")
 
 
-def client_for(parallel: int) -> Any:
+def client_for(parallel: int, sent: list[Any] | None = None) -> Any:
+    """An SDK client on a fake transport (``sent``: where to keep each request body)."""
     import openai
 
     http = http_module()
@@ -75,6 +83,8 @@ def client_for(parallel: int) -> Any:
     def handler(request: Any) -> Any:
         # The first request ends with the user's message, the second with tool results.
         body = request.content
+        if sent is not None:
+            sent.append(json.loads(body))
         content = FINAL if b'"role":"tool"' in body.replace(b" ", b"") else first
         return http.Response(200, headers={"content-type": "application/json"}, content=content)
 
@@ -89,22 +99,18 @@ async def lookup(city: str, n: int) -> dict[str, Any]:
     return {"city": city, "n": n, "weather": "sunny"}
 
 
-def variants(parallel: int) -> dict[str, Callable[[], Awaitable[Any]]]:
-    client = client_for(parallel)
+def variants(
+    parallel: int, sent: list[Any] | None = None
+) -> dict[str, Callable[[], Awaitable[Any]]]:
+    client = client_for(parallel, sent)
     guard = Guard(OpenAIProvider(client), model="gpt-4o-mini")
     box = Toolbox([tool(lookup)])
     user = [Message.user("Weather in Paris?")]
     spec = box.specs[0]
-    raw_tools = [
-        {
-            "type": "function",
-            "function": {
-                "name": spec.name,
-                "description": spec.description,
-                "parameters": dict(spec.parameters),
-            },
-        }
-    ]
+    function: dict[str, Any] = {"name": spec.name, "parameters": dict(spec.parameters)}
+    if spec.description:  # an empty description is left out, as llmguard does
+        function["description"] = spec.description
+    raw_tools = [{"type": "function", "function": function}]
 
     async def raw() -> str:
         messages: list[dict[str, Any]] = [{"role": "user", "content": "Weather in Paris?"}]
@@ -113,12 +119,30 @@ def variants(parallel: int) -> dict[str, Callable[[], Awaitable[Any]]]:
             messages=messages,
             tools=raw_tools,
         )
-        calls = first.choices[0].message.tool_calls or []
-        messages.append(first.choices[0].message.model_dump(exclude_none=True))
+        message = first.choices[0].message
+        calls = message.tool_calls or []
+        messages.append(
+            {
+                "role": "assistant",
+                "content": message.content,
+                "tool_calls": [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {
+                            "name": call.function.name,
+                            "arguments": call.function.arguments,
+                        },
+                    }
+                    for call in calls
+                ],
+            }
+        )
         for call in calls:
             arguments = json.loads(call.function.arguments)
             value = await lookup(**arguments)
-            messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps(value)})
+            content = json.dumps(value, separators=(",", ":"))
+            messages.append({"role": "tool", "content": content, "tool_call_id": call.id})
         second = await client.chat.completions.create(
             model="gpt-4o-mini",
             messages=messages,
@@ -146,7 +170,19 @@ def variants(parallel: int) -> dict[str, Callable[[], Awaitable[Any]]]:
     return {"raw openai SDK": raw, "2x guard.complete": two_completes, "guard.run_tools": guarded}
 
 
+async def check_same_requests(parallel: int) -> None:
+    """Raise unless the raw loop and ``guard.run_tools`` send the same request bodies."""
+    bodies: dict[str, list[Any]] = {}
+    for name in ("raw openai SDK", "guard.run_tools"):
+        sent: list[Any] = []
+        await variants(parallel, sent)[name]()
+        bodies[name] = sent
+    if bodies["raw openai SDK"] != bodies["guard.run_tools"]:
+        raise AssertionError(f"the two sides send different requests: {bodies}")
+
+
 async def measure(rounds: int, loops: int, parallel: int) -> dict[str, float]:
+    await check_same_requests(parallel)
     cases = variants(parallel)
     for call in cases.values():
         assert await call() == "It is sunny."

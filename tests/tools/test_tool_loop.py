@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -175,6 +176,31 @@ async def test_a_slow_tool_times_out_into_an_error_result() -> None:
     assert timed_out.exception.deadline == "tool"
     assert "did not finish within 5 s" in timed_out.content
     assert fine.ok and fine.content == "quick enough"
+
+
+@pytest.mark.parametrize("anyio_backend", VIRTUAL_TIME)
+async def test_a_tool_without_a_timeout_runs_and_fails_as_usual() -> None:
+    @tool(timeout=math.inf)
+    async def boom() -> str:
+        """Fails."""
+        raise RuntimeError("secret detail")
+
+    box = Toolbox([add, boom], timeout=None)
+    ok = await box.run(ToolCall(id="a", name="add", arguments='{"a": 1, "b": 2}'))
+    assert (ok.status, ok.content, ok.value) == ("ok", "3", 3)
+    failed = await box.run(ToolCall(id="b", name="boom"))
+    assert failed.status == "error" and "secret" not in failed.content
+    assert isinstance(failed.exception, RuntimeError)
+    with anyio.move_on_after(1) as scope:  # a cancellation from outside still stops it
+
+        @tool(timeout=None)
+        async def hang() -> str:
+            """Never ends."""
+            await anyio.sleep(3600)
+            return "late"  # pragma: no cover
+
+        await Toolbox([hang], timeout=None).run(ToolCall(id="c", name="hang"))
+    assert scope.cancelled_caught
 
 
 async def test_parallel_calls_run_concurrently_in_the_models_order() -> None:

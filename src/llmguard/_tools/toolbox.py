@@ -209,13 +209,20 @@ class Toolbox:
         if len(calls) == 1:
             return (await self._handle(calls[0], events),)
         results: list[ToolResult | None] = [None] * len(calls)
-        limiter = anyio.CapacityLimiter(self._max_concurrency)
+        # A limiter only when it can bind: acquiring one yields to the event loop, and
+        # for a few calls that cost more than running the tools (issue 8).
+        limiter = None
+        if len(calls) > self._max_concurrency:
+            limiter = anyio.CapacityLimiter(self._max_concurrency)
         failure: list[BaseException] = []
 
         async def one(index: int, call: ToolCall, scope: anyio.CancelScope) -> None:
             try:
-                async with limiter:
+                if limiter is None:
                     results[index] = await self._handle(call, events)
+                else:
+                    async with limiter:
+                        results[index] = await self._handle(call, events)
             except Exception as exc:  # a hook raised: stop the others, re-raise bare
                 failure.append(exc)
                 scope.cancel()
@@ -331,12 +338,16 @@ class Toolbox:
     ) -> ToolResult:
         limit = effective_timeout(tool.timeout, self._timeout)
         value: Any = None
+        scope: anyio.CancelScope | None = None
         try:
-            with anyio.move_on_after(limit) as scope:
+            if limit is None:  # nothing to time: no scope to enter and leave
                 value = await _invoke(tool, arguments)
+            else:
+                with anyio.move_on_after(limit) as scope:
+                    value = await _invoke(tool, arguments)
         except Exception as exc:
             return self._failed(call, tool, exc)
-        if scope.cancelled_caught:
+        if scope is not None and scope.cancelled_caught:
             assert limit is not None
             return ToolResult(
                 call=call,
