@@ -814,3 +814,23 @@ def test_a_blocking_call_nests_under_the_calling_threads_span() -> None:
     call = t.span("chat m")
     assert call.parent is not None
     assert call.parent.span_id == outer.get_span_context().span_id
+
+
+async def test_metric_attribute_sets_are_reused_and_stay_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from llmguard._layers import _otel_metrics
+
+    monkeypatch.setattr(_otel_metrics, "_MAX_SETS", 2)
+    t = make_telemetry()
+    guard = Guard(
+        FakeProvider(["a"] * 6), model="m", clock=ManualClock(), timeout=None, telemetry=t.layer
+    )
+    for _ in range(2):
+        for endpoint in ("/a", "/b", "/c"):  # a third endpoint goes past the bound
+            with llmguard.context(endpoint=endpoint):
+                await guard.complete(user="hi")
+    assert len(t.layer._instruments._sets) <= 2
+    assert t.metrics()["gen_ai.client.operation.duration"] == [
+        (base(**{"llmguard.endpoint": endpoint}), (2, 0.0)) for endpoint in ("/a", "/b", "/c")
+    ]

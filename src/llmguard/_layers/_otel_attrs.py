@@ -173,13 +173,18 @@ def start_attributes(state: CallState, request: Request) -> Attributes:
 
 
 def finish_attributes(
-    state: CallState, facts: CallFacts, response: Response | None, error: BaseException | None
+    state: CallState,
+    facts: CallFacts,
+    response: Response | None,
+    error: BaseException | None,
+    started_provider: str | None = None,
 ) -> Attributes:
-    """What is known when the call ends."""
-    attributes: Attributes = {
-        "gen_ai.provider.name": facts.provider,
-        "llmguard.attempts": len(state.attempts),
-    }
+    """What is known when the call ends. ``gen_ai.provider.name`` is left out when the
+    span already started with that value (``started_provider``): the SDK cleans and
+    locks for every attribute set, so an unchanged value is not set twice."""
+    attributes: Attributes = {"llmguard.attempts": len(state.attempts)}
+    if facts.provider != started_provider:
+        attributes["gen_ai.provider.name"] = facts.provider  # a fallback hop changed it
     if facts.response_model is not None:
         attributes["gen_ai.response.model"] = facts.response_model
     usage = facts.usage

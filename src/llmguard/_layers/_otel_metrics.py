@@ -10,7 +10,8 @@ counters: ``llmguard.cost``, ``llmguard.cache.hits``/``misses``,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import BudgetExceeded, UnknownPrice
 from ._otel_attrs import OPERATION, Attributes, CallFacts
@@ -58,11 +59,32 @@ SECONDS_BUCKETS: Final = (
 _INPUT: Final = {"gen_ai.token.type": "input"}
 _OUTPUT: Final = {"gen_ai.token.type": "output"}
 
+MetricAttributes = Mapping[str, Any]
+_SetKey = tuple[str, str, str | None, str | None]  # provider, models, endpoint
+_AttributeSets = tuple[MetricAttributes, MetricAttributes, MetricAttributes]
+_MAX_SETS: Final = 256  # distinct (provider, model, response model, endpoint) kept
+
+
+def _attribute_sets(key: _SetKey) -> _AttributeSets:
+    """The attributes of a call's points: the base set, and the token usage's two."""
+    provider, request_model, response_model, endpoint = key
+    base: Attributes = {
+        "gen_ai.operation.name": OPERATION,
+        "gen_ai.provider.name": provider,
+        "gen_ai.request.model": request_model,
+    }
+    if response_model is not None:
+        base["gen_ai.response.model"] = response_model
+    if endpoint is not None:
+        base["llmguard.endpoint"] = endpoint
+    return base, base | _INPUT, base | _OUTPUT
+
 
 class Instruments:
     """Every instrument, created once per layer from its meter."""
 
     __slots__ = (
+        "_sets",
         "breaker_changes",
         "budget_refusals",
         "cache_hits",
@@ -76,6 +98,10 @@ class Instruments:
     )
 
     def __init__(self, meter: Meter) -> None:
+        # Attribute sets built once per (provider, model, response model, endpoint) and
+        # passed to every record; never changed once built (the SDK copies what it keeps;
+        # plain dicts: the SDK checks and copies a dict faster than a read-only view).
+        self._sets: dict[_SetKey, _AttributeSets] = {}
         self.token_usage = meter.create_histogram(
             "gen_ai.client.token.usage",
             unit="{token}",
@@ -128,20 +154,17 @@ class Instruments:
 
     def record(self, state: CallState, facts: CallFacts, error: BaseException | None) -> None:
         """Record one finished call."""
-        base: Attributes = {
-            "gen_ai.operation.name": OPERATION,
-            "gen_ai.provider.name": facts.provider,
-            "gen_ai.request.model": facts.request_model,
-        }
-        if facts.response_model is not None:
-            base["gen_ai.response.model"] = facts.response_model
-        endpoint = state.context.endpoint
-        if endpoint is not None:
-            base["llmguard.endpoint"] = endpoint
+        key = (facts.provider, facts.request_model, facts.response_model, state.context.endpoint)
+        sets = self._sets.get(key)
+        if sets is None:
+            if len(self._sets) >= _MAX_SETS:
+                self._sets.clear()  # many endpoints or models: start over, stay bounded
+            sets = self._sets[key] = _attribute_sets(key)
+        base, as_input, as_output = sets
         usage = facts.usage
         if usage is not None:
-            self.token_usage.record(usage.input_tokens, base | _INPUT)
-            self.token_usage.record(usage.output_tokens, base | _OUTPUT)
+            self.token_usage.record(usage.input_tokens, as_input)
+            self.token_usage.record(usage.output_tokens, as_output)
         if facts.time_to_first_chunk_s is not None:
             self.time_to_first_chunk.record(facts.time_to_first_chunk_s, base)
         if facts.cost_micros:
@@ -149,7 +172,7 @@ class Instruments:
         if facts.error_type is None:
             self.duration.record(facts.duration_s, base)
         else:
-            self.duration.record(facts.duration_s, base | {"error.type": facts.error_type})
+            self.duration.record(facts.duration_s, {**base, "error.type": facts.error_type})
         self._events(state, facts, error, base)
 
     def _events(
@@ -157,7 +180,7 @@ class Instruments:
         state: CallState,
         facts: CallFacts,
         error: BaseException | None,
-        base: Attributes,
+        base: MetricAttributes,
     ) -> None:
         cache = state.cache
         if cache == "hit":
@@ -168,9 +191,9 @@ class Instruments:
             self.retries.add(facts.retries, base)
         if state.fallback_reasons:
             target = {"llmguard.fallback": state.fallback} if state.fallback else {}
-            self.fallbacks.add(1, base | target)
+            self.fallbacks.add(1, {**base, **target})
         if isinstance(error, BudgetExceeded | UnknownPrice):
-            self.budget_refusals.add(1, base | {"error.type": facts.error_type})
+            self.budget_refusals.add(1, {**base, "error.type": facts.error_type})
         for key, old, new in state.extra.get("circuit_transitions", ()):
             self.breaker_changes.add(
                 1,

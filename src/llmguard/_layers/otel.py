@@ -78,13 +78,16 @@ class OpenTelemetry(BaseLayer):
         "_attach",
         "_client",
         "_content",
+        "_current",
         "_detach",
         "_error",
+        "_finish_callback",
         "_instruments",
         "_internal",
         "_key",
         "_redact",
         "_status",
+        "_tool_observer",
         "_tracer",
         "_use_span",
     )
@@ -112,12 +115,17 @@ class OpenTelemetry(BaseLayer):
         self._redact = redact
         self._attach = context.attach
         self._detach = context.detach
+        self._current = context.get_current
         self._use_span = trace.set_span_in_context
         self._client = trace.SpanKind.CLIENT
         self._internal = trace.SpanKind.INTERNAL
         self._status = trace.Status
         self._error = trace.StatusCode.ERROR
-        self._key = f"llmguard.otel.{id(self):x}"  # this layer's span in CallState.extra
+        self._key = f"llmguard.otel.{id(self):x}"  # this layer's _Entry in CallState.extra
+        # Bound once: registering the same object again (a tool-loop step) is then an
+        # identity check, and no bound method is created per call.
+        self._finish_callback = self._finish
+        self._tool_observer = self._tool_started
 
     # -- the two paths -------------------------------------------------------------
 
@@ -126,7 +134,7 @@ class OpenTelemetry(BaseLayer):
         state = _CURRENT_CALL.get()
         if state is None:
             return await call_next(request)
-        token = self._attach(self._use_span(self._span(state, request)))
+        token = self._attach(self._in_span(state, request))
         try:
             return await call_next(request)
         finally:
@@ -138,37 +146,43 @@ class OpenTelemetry(BaseLayer):
         state = _CURRENT_CALL.get()
         if state is None:
             return call_next(request)
-        current = self._use_span(self._span(state, request))
-        return _OpenedInSpan(self, current, request, call_next)
+        return _OpenedInSpan(self, self._in_span(state, request), request, call_next)
 
     # -- the call's span -------------------------------------------------------------
 
-    def _span(self, state: CallState, request: Request) -> Span:
-        entry: tuple[Span, Request] | None = state.extra.get(self._key)
-        if entry is not None:
-            return entry[0]  # a later step of the same call (tool loop, re-ask)
+    def _in_span(self, state: CallState, request: Request) -> Context:
+        """The current context with the call's span in it (started on the first step)."""
+        entry: _Entry | None = state.extra.get(self._key)
+        if entry is not None:  # a later step of the same call (tool loop, re-ask)
+            return self._use_span(entry.span)
+        parent = self._current()  # read once: the span's parent, and what it is set in
+        attributes = start_attributes(state, request)
         span = self._tracer.start_span(
             f"{OPERATION} {request.model}",
+            context=parent,
             kind=self._client,
-            attributes=start_attributes(state, request),
+            attributes=attributes,
         )
-        state.extra[self._key] = (span, request)
-        state.on_finish(self._finish)
-        state.on_tool(self._tool_started)
-        return span
+        state.extra[self._key] = _Entry(span, request, attributes["gen_ai.provider.name"])
+        state.on_finish(self._finish_callback)
+        state.on_tool(self._tool_observer)
+        return self._use_span(span, parent)
 
     def _finish(
         self, state: CallState, response: Response | None, error: BaseException | None
     ) -> None:
-        entry: tuple[Span, Request] | None = state.extra.pop(self._key, None)
+        entry: _Entry | None = state.extra.pop(self._key, None)
         if entry is None:  # pragma: no cover - on_finish is only added with the entry
             return
-        span, request = entry
+        span = entry.span
+        request = entry.request
         try:
             facts = CallFacts.of(state, request.model, response, error)
             recording = span.is_recording()  # False: no SDK set up, or sampled out
             if recording:
-                span.set_attributes(finish_attributes(state, facts, response, error))
+                span.set_attributes(
+                    finish_attributes(state, facts, response, error, entry.provider)
+                )
                 if error is not None:
                     span.set_status(self._status(self._error, error_description(error)))
             self._instruments.record(state, facts, error)
@@ -190,7 +204,7 @@ class OpenTelemetry(BaseLayer):
     # -- tools -------------------------------------------------------------------------
 
     def _tool_started(self, state: CallState, call: ToolCall) -> ToolFinish | None:
-        entry: tuple[Span, Request] | None = state.extra.get(self._key)
+        entry: _Entry | None = state.extra.get(self._key)
         if entry is None:  # pragma: no cover - the observer is only added with the entry
             return None
         name = tool_name(call)
@@ -204,7 +218,7 @@ class OpenTelemetry(BaseLayer):
             attributes["gen_ai.tool.call.arguments"] = tool_arguments(call, self._redact)
         span = self._tracer.start_span(
             f"execute_tool {name}",
-            context=self._use_span(entry[0]),
+            context=self._use_span(entry.span),
             kind=self._internal,
             attributes=attributes,
         )
@@ -243,6 +257,17 @@ class OpenTelemetry(BaseLayer):
 
     def __repr__(self) -> str:
         return f"OpenTelemetry(include_content={self._content!r})"
+
+
+class _Entry:
+    """The call's span, kept in ``CallState.extra`` from its first step to its end."""
+
+    __slots__ = ("provider", "request", "span")
+
+    def __init__(self, span: Span, request: Request, provider: str) -> None:
+        self.span = span
+        self.request = request
+        self.provider = provider  # gen_ai.provider.name as the span started with it
 
 
 class _OpenedInSpan:
