@@ -37,6 +37,7 @@ docs: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed
 	bash scripts/ensure-redis.sh
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/profile_sdk.py
 	$(BIN)/python benchmarks/instructions.py
 	$(BIN)/python benchmarks/stores.py
 	$(BIN)/python benchmarks/stream.py
@@ -45,6 +46,7 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/fallback.py
 	$(BIN)/python benchmarks/budget.py
 	$(BIN)/python benchmarks/cache.py
+	$(BIN)/python benchmarks/full_stack.py
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)

@@ -2,6 +2,9 @@
 
 Run with ``make bench``. Every variant calls the same ``FunctionProvider`` whose
 function returns a prebuilt response, so what is measured is llmguard's own work.
+Then the raw openai SDK against ``Guard(OpenAIProvider)`` on one fake transport, on
+the SDK path and on the lean wire path (``wire="lean"``), and cold starts (``import
+llmguard``, the lean provider without openai, the SDK path).
 Variants run interleaved, round after round, and each figure is the median over
 rounds of the mean per-call time inside a round: the machines here are shared and
 noisy, so compare ratios measured in the same run, not absolute figures across runs.
@@ -11,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -109,7 +114,8 @@ async def measure(rounds: int, calls: int) -> dict[str, float]:
 
 
 async def measure_openai(rounds: int, calls: int, chunks: int) -> dict[str, float]:
-    """The raw openai SDK against Guard(OpenAIProvider), on one fake transport."""
+    """The raw openai SDK against Guard(OpenAIProvider), on one fake transport: on the SDK
+    path (the default) and on the lean wire path (``wire="lean"``, the same client)."""
     from _openai_fake import fake_client
 
     from llmguard import OpenAIProvider
@@ -118,10 +124,13 @@ async def measure_openai(rounds: int, calls: int, chunks: int) -> dict[str, floa
     messages = [{"role": "user", "content": "hello"}]
     request = Request.create(model="gpt-4o-mini", user="hello")
     provider = OpenAIProvider(client)
+    lean = OpenAIProvider(client, wire="lean")
     quiet = logging.getLogger("llmguard.calls.bench")
     bare = Guard(provider)
     observed = Guard(provider, [Observe(logger=quiet, callback=lambda r: None)])
     traced = Guard(provider, telemetry=otel_layer())
+    lean_bare = Guard(lean)
+    lean_observed = Guard(lean, [Observe(logger=quiet, callback=lambda r: None)])
 
     async def raw_call() -> None:
         await client.chat.completions.create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
@@ -150,10 +159,14 @@ async def measure_openai(rounds: int, calls: int, chunks: int) -> dict[str, floa
         "call: Guard(OpenAIProvider), no layers": lambda: bare.complete(request),
         "call: Guard(OpenAIProvider) + Observe": lambda: observed.complete(request),
         "call: Guard(OpenAIProvider) + OpenTelemetry": lambda: traced.complete(request),
+        "call: lean wire, Guard, no layers": lambda: lean_bare.complete(request),
+        "call: lean wire, Guard + Observe": lambda: lean_observed.complete(request),
         "stream: raw openai SDK": raw_stream,
         "stream: Guard(OpenAIProvider), no layers": guarded_stream(bare),
         "stream: Guard(OpenAIProvider) + Observe": guarded_stream(observed),
         "stream: Guard(OpenAIProvider) + OpenTelemetry": guarded_stream(traced),
+        "stream: lean wire, Guard, no layers": guarded_stream(lean_bare),
+        "stream: lean wire, Guard + Observe": guarded_stream(lean_observed),
     }
     samples: dict[str, list[float]] = {name: [] for name in cases}
     for call in cases.values():
@@ -172,13 +185,45 @@ async def measure_openai(rounds: int, calls: int, chunks: int) -> dict[str, floa
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def import_time(code: str, runs: int) -> float:
-    times = []
+#: Cold starts, each measured in a fresh interpreter (``python -c``).
+COLD = {
+    "python -c pass": "pass",
+    "import llmguard": "import llmguard",
+    "+ OpenAIProvider(wire='lean')": (
+        "import llmguard; llmguard.OpenAIProvider(api_key='sk-x', wire='lean')"
+    ),
+    "+ its HTTP client built (first request)": (
+        "import llmguard; llmguard.OpenAIProvider(api_key='sk-x', wire='lean')._lean.http_client"
+    ),
+    "+ the same, trio not installed": (
+        "import sys; sys.modules['trio'] = None; import llmguard; "
+        "llmguard.OpenAIProvider(api_key='sk-x', wire='lean')._lean.http_client"
+    ),
+    "+ OpenAIProvider() (the SDK path)": "import llmguard; llmguard.OpenAIProvider(api_key='sk-x')",
+}
+# httpcore2 imports trio when it is installed (it is, in the dev environment): the
+# "trio not installed" line hides it, as in a deployment without trio.
+
+
+def cold_starts(runs: int) -> dict[str, tuple[float, float]]:
+    """Median wall time and median CPU time (user + system, of the child) in ms of each
+    ``COLD`` command, run interleaved ``runs`` times. CPU time moves less than wall time
+    when other processes share the machine."""
+    wall: dict[str, list[float]] = {name: [] for name in COLD}
+    cpu: dict[str, list[float]] = {name: [] for name in COLD}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        for name, code in COLD.items():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True, env=env)
+            wall[name].append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[name].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return {
+        name: (statistics.median(wall[name]) * 1e3, statistics.median(cpu[name]) * 1e3)
+        for name in COLD
+    }
 
 
 def main() -> None:
@@ -214,8 +259,9 @@ def main() -> None:
             ]
             print(f"{name:50} {micros:9.2f} {micros / raw:17.3f}")
 
-    empty = import_time("pass", args.import_runs)
-    ours = import_time("import llmguard", args.import_runs)
+    cold = cold_starts(args.import_runs)
+    empty = cold["python -c pass"][0]
+    ours = cold["import llmguard"][0]
     heavy = subprocess.run(
         [
             sys.executable,
@@ -231,6 +277,11 @@ def main() -> None:
     print(f"python -c pass              {empty:8.1f} ms")
     print(f"python -c 'import llmguard' {ours:8.1f} ms  (adds {ours - empty:.1f} ms)")
     print(f"heavy modules loaded by import llmguard: {heavy}")
+    base_wall, base_cpu = cold["python -c pass"]
+    header = f"{'wall ms':>8} {'added':>7} {'CPU ms':>8} {'added':>7}"
+    print(f"\n{'cold start (fresh interpreter)':42} {header}")
+    for name, (wall, cpu) in cold.items():
+        print(f"{name:42} {wall:8.1f} {wall - base_wall:7.1f} {cpu:8.1f} {cpu - base_cpu:7.1f}")
 
 
 if __name__ == "__main__":

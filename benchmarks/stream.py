@@ -1,5 +1,6 @@
 """Per-event cost of streaming: the raw openai SDK, ``Guard.stream`` with
-``Deadlines``, and ``sse()`` encoding.
+``Deadlines`` on the SDK path and on the lean wire path (``wire="lean"``), and
+``sse()`` encoding.
 
 Run with ``make bench``. Every stream is 1,000 events from the same fake transport
 (no network). Variants run interleaved, round after round; each figure is the median
@@ -42,12 +43,15 @@ async def measure(rounds: int) -> dict[str, float]:  # noqa: C901 - a flat list 
     messages = [{"role": "user", "content": "hello"}]
     request = Request.create(model="gpt-4o-mini", user="hello")
     provider = OpenAIProvider(client)
+    lean = OpenAIProvider(client, wire="lean")
     timeouts = StreamTimeouts(first_token=30, idle=30, total=600)
     quiet = logging.getLogger("llmguard.calls.bench")
     quiet.setLevel(logging.CRITICAL)
     bare = Guard(provider)
     deadlines = Guard(provider, [Deadlines(timeouts)])
     full = Guard(provider, [Observe(logger=quiet, callback=lambda r: None), Deadlines(timeouts)])
+    lean_observed = Guard(lean, [Observe(logger=quiet, callback=lambda r: None)])
+    lean_full = Guard(lean, [Observe(logger=quiet, callback=lambda r: None), Deadlines(timeouts)])
     prebuilt: list[StreamEvent] = [TextDelta(text=f"w{i} ") for i in range(EVENTS)]
 
     async def raw_sdk() -> None:
@@ -96,6 +100,8 @@ async def measure(rounds: int) -> dict[str, float]:  # noqa: C901 - a flat list 
         "Guard.stream, no layers": guarded(bare),
         "Guard.stream + Deadlines": guarded(deadlines),
         "Guard.stream + Observe + Deadlines": guarded(full),
+        "lean wire: Guard.stream + Observe": guarded(lean_observed),
+        "lean wire: Guard.stream + Observe + Deadlines": guarded(lean_full),
         "Guard.stream + Deadlines + sse()": guarded_sse,
         "sse source alone (async generator)": bare_source,
         "sse() over that source": sse_only,
@@ -129,18 +135,20 @@ def main() -> None:
             f"\nstreams of {EVENTS} events, openai {openai.__version__}, {backend}: "
             f"median of {args.rounds} rounds"
         )
-        print(f"{'variant':40} {'µs/event':>9} {'ratio to raw SDK':>17}")
+        print(f"{'variant':46} {'µs/event':>9} {'ratio to raw SDK':>17}")
         for name, micros in figures.items():
             if name.startswith("sse"):
-                print(f"{name:40} {micros:9.2f} {'':>17}")
+                print(f"{name:46} {micros:9.2f} {'':>17}")
             else:
-                print(f"{name:40} {micros:9.2f} {micros / raw:17.3f}")
+                print(f"{name:46} {micros:9.2f} {micros / raw:17.3f}")
         encode = figures["sse() over that source"] - base
         beat = figures["sse(heartbeat=15) over that source"] - base
         print(f"sse() encoding cost per event: {encode:.2f} µs (target <= 3 µs)")
         print(f"sse(heartbeat=...) cost per event: {beat:.2f} µs")
         ratio = figures["Guard.stream + Deadlines"] / raw
         print(f"Guard.stream + Deadlines vs raw SDK: {ratio:.3f}x (target <= 1.10x)")
+        lean_ratio = figures["lean wire: Guard.stream + Observe"] / raw
+        print(f"lean wire, Guard.stream + Observe vs raw SDK: {lean_ratio:.3f}x (target <= 0.5x)")
 
 
 if __name__ == "__main__":
