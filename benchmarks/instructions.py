@@ -42,7 +42,7 @@ WARMUP = 10
 #: The variants of each kind; the first is the raw SDK, the base of the ratios.
 VARIANTS = {
     "call": ("raw", "guard", "guard+observe", "lean+observe"),
-    "stream": ("raw", "guard", "guard+observe", "lean+observe"),
+    "stream": ("raw", "guard", "guard+observe", "guard+deadlines", "lean+observe"),
     "tools": ("raw", "2x guard.complete", "guard.run_tools"),
     "tools4": ("raw", "2x guard.complete", "guard.run_tools"),
     "redis": ("raw", "RedisStore.get", "Cache(RedisStore) hit"),
@@ -162,12 +162,15 @@ def worker(variant: str, n: int) -> None:
         return
     from _openai_fake import fake_client
 
-    from llmguard import Guard, Observe, OpenAIProvider, Request
+    from llmguard import Deadlines, Guard, Observe, OpenAIProvider, Request, StreamTimeouts
 
     client = fake_client(100)
+    timeouts = StreamTimeouts(first_token=30, idle=30, total=600)
     guards = {
         "guard": Guard(OpenAIProvider(client)),
         "guard+observe": Guard(OpenAIProvider(client), [Observe()]),
+        # issue 5's target: Guard.stream with the Deadlines layer on
+        "guard+deadlines": Guard(OpenAIProvider(client), [Deadlines(timeouts)]),
         # the lean wire path (wire="lean") on the same client
         "lean+observe": Guard(OpenAIProvider(client, wire="lean"), [Observe()]),
     }
