@@ -33,6 +33,7 @@ import functools
 import importlib.util
 import itertools
 import logging
+import os
 import re
 import shutil
 import socket
@@ -291,6 +292,10 @@ def worker(variant: str, n: int) -> None:
 
 
 def instructions(variant: str, n: int) -> int:
+    # A fixed hash seed: with a random one, set and dict layouts (and so the work of the
+    # price database's loading and of garbage collection) change from run to run by far
+    # more than a call costs, and n calls minus 0 calls no longer cancels out.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
     with tempfile.TemporaryDirectory() as tmp:
         result = subprocess.run(
             [
@@ -306,6 +311,7 @@ def instructions(variant: str, n: int) -> int:
             capture_output=True,
             text=True,
             check=True,
+            env=env,
         )
     match = re.search(r"I\s+refs:\s+([\d,]+)", result.stderr)
     if match is None:

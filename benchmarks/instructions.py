@@ -106,6 +106,7 @@ def redis_worker(variant: str, n: int) -> None:
             call = calls[variant]
             for _ in range(WARMUP + n):
                 await call()
+            await store._client.delete("llmguard-bench:round-trip")
 
     asyncio.run(main())
 

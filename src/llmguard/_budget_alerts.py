@@ -54,6 +54,15 @@ class AlertKeeper:
         self._fired: LRUCache[tuple[str, float, float], bool] = LRUCache(4096)
         self._lock = threading.Lock()
 
+    @staticmethod
+    def due(line: Line, used: int) -> bool:
+        """Whether ``settled`` has anything to do: the settled usage ``used`` reached the
+        lowest threshold (a check to skip the call, not the decision)."""
+        thresholds = line.limit.alerts
+        if not thresholds:
+            return False
+        return (used / line.amount if line.amount else math.inf) >= thresholds[0]
+
     async def settled(self, line: Line, ledger: str, scope: str, result: LedgerResult) -> None:
         """Alert for every threshold the settled usage has reached."""
         thresholds = line.limit.alerts

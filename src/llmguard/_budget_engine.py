@@ -19,29 +19,65 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from decimal import Decimal
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeGuard
 
 from ._budget_alerts import AlertKeeper
 from ._budget_estimate import InputCounter, InputEstimator
 from ._budget_index import IndexKeeper
-from ._budget_limits import BudgetAlert, Limit, Line
+from ._budget_limits import BudgetAlert, Limit, Line, is_pure, ledger_key
+from ._context import CallContext
 from ._cost import Price, Pricing, service_tier, to_micros
 from ._errors import ConfigurationError, StoreUnavailable, UnknownPrice
-from ._stores._roles import BudgetLedger, StoreErrorPolicy
+from ._fast_init import replace
+from ._stores._roles import BatchLedger, BudgetLedger, InstantLedger, StoreErrorPolicy
 from ._types import Request, Usage
 
 if TYPE_CHECKING:
     from ._budget_ticket import Ticket
     from ._state import CallState
 
-__all__ = ["AlertHook", "BudgetEngine", "UnknownPricePolicy"]
+__all__ = ["AlertHook", "BudgetEngine", "LineKey", "UnknownPricePolicy"]
+
+LineKey = tuple[Line, str, str, str]
+"""One line for one caller: the line, its ledger key, the scope value, and the label
+``"<name>:<scope>"`` the call state lists."""
+#: Callers whose ledger keys are remembered per budget (then the memory starts afresh).
+_KEYS_MEMO = 4096
 
 _log = logging.getLogger("llmguard.budget")
 
 UnknownPricePolicy = Literal["refuse", "warn"] | Price
 AlertHook = Callable[[BudgetAlert], Awaitable[None]]
+
+
+def _defined_in(cls: type, name: str) -> type | None:
+    """The class of ``cls``'s MRO that defines ``name`` (``None``: none does, a proxy's
+    ``__getattr__`` answers it)."""
+    return next((klass for klass in cls.__mro__ if name in vars(klass)), None)
+
+
+def _batches(store: BudgetLedger) -> TypeGuard[BatchLedger]:
+    """Whether budgets may use ``store``'s batched commands: it has them, and they are
+    not older than its single commands (a subclass that wraps ``reserve`` but inherits
+    ``reserve_many``, or a ``reserve`` replaced on the instance, must not be bypassed)."""
+    if not isinstance(store, BatchLedger):
+        return False
+    cls, own = type(store), getattr(store, "__dict__", {})
+    for batched, singles in (
+        ("reserve_many", ("reserve",)),
+        ("settle_many", ("settle", "release")),
+    ):
+        if batched in own:
+            continue
+        newest = _defined_in(cls, batched)
+        for single in singles:
+            older = _defined_in(cls, single)
+            if single in own or (older is not None and newest is None):
+                return False
+            if older is not None and newest is not None and not issubclass(newest, older):
+                return False
+    return True
 
 
 class BudgetEngine:
@@ -81,6 +117,18 @@ class BudgetEngine:
                 raise ConfigurationError(f"two limits named {line.name!r} cap {line.unit}")
             seen.add((line.name, line.unit))
         self.store = store
+        #: ``store`` when it takes batched commands (one per phase for every line)
+        self.batch: BatchLedger | None = store if _batches(store) else None
+        #: ``store`` when it settles at once, in memory (no shield, no bound, no await)
+        self.instant: InstantLedger | None = (
+            store
+            if isinstance(store, InstantLedger)
+            and store.plain_calls("reserve_many", "settle_many", "reserve", "settle")
+            else None
+        )
+        self._keys: dict[tuple[object, ...], tuple[LineKey | None, ...]] = {}
+        # A user's scope function may read more than the context: then never remembered.
+        self._remember_keys = all(is_pure(line.limit.key) for line in self.lines)
         self.pricing = pricing
         self.on_store_error = on_store_error
         self.on_unknown_price = on_unknown_price
@@ -92,6 +140,28 @@ class BudgetEngine:
         self.has_usd = any(line.unit == "usd_micros" for line in self.lines)
         self._down = False
         self._warned_models: set[str] = set()
+
+    def keys_for(self, context: CallContext) -> tuple[LineKey | None, ...]:
+        """Each line's key for the caller ``context`` (``None``: the limit does not apply
+        to it), worked out once per caller."""
+        # By value: a context is made per request, equal ones hash alike (C-level tuple).
+        who = (context.user, context.tenant, context.endpoint, context.tags)
+        keys = self._keys.get(who) if self._remember_keys else None
+        if keys is None:
+            found: list[LineKey | None] = []
+            for line in self.lines:
+                scope = line.limit.key(context)
+                if scope is None:
+                    found.append(None)
+                else:
+                    ledger = ledger_key(line.name, line.unit, scope)
+                    found.append((line, ledger, scope, f"{line.name}:{scope}"))
+            keys = tuple(found)
+            if self._remember_keys:
+                if len(self._keys) >= _KEYS_MEMO:
+                    self._keys.clear()
+                self._keys[who] = keys
+        return keys
 
     # -- store health ------------------------------------------------------------------
 

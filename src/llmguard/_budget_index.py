@@ -85,6 +85,11 @@ class IndexKeeper:
         self._writing = False
         self._lock = threading.Lock()
 
+    def knows(self, line: Line, scope: str) -> bool:
+        """Whether ``remember`` has nothing to do for ``line`` and ``scope`` (written
+        already, or no index to write)."""
+        return self._shared is None or (line.name, line.unit, scope) in self._seen
+
     async def remember(self, line: Line, scope: str) -> None:
         """Note that ``line`` counted for ``scope`` (written to the store once)."""
         shared = self._shared

@@ -8,6 +8,7 @@ its lines together or none.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ __all__ = [
     "Scope",
     "ScopeName",
     "Unit",
+    "is_pure",
     "ledger_key",
     "reset_time",
 ]
@@ -88,7 +90,7 @@ def _scope(scope: Scope) -> tuple[Callable[[CallContext], str | None], str]:
         )
     fields = tuple(sorted({name for name in names if name != "global"}))
     if not fields:
-        return (lambda context: "global"), "global"
+        return _pure(lambda context: "global"), "global"
 
     def key(context: CallContext) -> str:
         parts = []
@@ -97,7 +99,22 @@ def _scope(scope: Scope) -> tuple[Callable[[CallContext], str | None], str]:
             parts.append(f"{field}={NONE_VALUE if value is None else _escape(value)}")
         return ",".join(parts)
 
-    return key, "+".join(fields)
+    return _pure(key), "+".join(fields)
+
+
+def _pure(key: Callable[[CallContext], str | None]) -> Callable[[CallContext], str | None]:
+    """Mark a scope function of llmguard's own: a function of the context alone, so its
+    answer for a context may be remembered (a user's function may read anything)."""
+    _PURE.add(key)
+    return key
+
+
+def is_pure(key: Callable[[CallContext], str | None]) -> bool:
+    """Whether ``key`` is one of llmguard's own scope functions (see ``_pure``)."""
+    return key in _PURE
+
+
+_PURE: weakref.WeakSet[Callable[[CallContext], str | None]] = weakref.WeakSet()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, init=False)

@@ -15,14 +15,15 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ._assemble import estimate_usage
-from ._budget_limits import Line, ledger_key, reset_time
+from ._budget_limits import Line, reset_time
 from ._cost import service_tier, to_micros
 from ._errors import BudgetExceeded, StoreUnavailable
-from ._stores._roles import LedgerResult
-from ._types import Request, Response, Usage
+from ._stores._roles import InstantLedger, LedgerEntry, LedgerResult
+from ._timeouts import Bound
+from ._types import EMPTY_USAGE, Request, Response, Usage
 
 if TYPE_CHECKING:
-    from ._budget_engine import BudgetEngine
+    from ._budget_engine import BudgetEngine, LineKey
     from ._state import CallState
 
 __all__ = ["CLOSE_TIMEOUT_S", "Ticket"]
@@ -33,6 +34,9 @@ _log = logging.getLogger("llmguard.budget")
 CLOSE_TIMEOUT_S = 10.0
 #: ``CallState.extra`` key: the price of each attempt (by ``id``), in dollars or ``None``.
 _ATTEMPT_COSTS = "llmguard.budget.attempt_costs"
+_ZERO = Decimal(0)
+_entry = tuple.__new__  # ``LedgerEntry(...)`` without its Python-level ``__new__``
+_CLOSING = Bound(CLOSE_TIMEOUT_S, shield=True)
 
 
 class Ticket:
@@ -67,29 +71,23 @@ class Ticket:
         self.model = model
         self.provider = provider
         if state is not None:
-            seq = state.extra.get("llmguard.budget.seq", 0) + 1
-            state.extra["llmguard.budget.seq"] = seq
+            extra = state.extra
+            seq = extra.get("llmguard.budget.seq", 0) + 1
+            extra["llmguard.budget.seq"] = seq
             self.rid = f"{state.call_id}:{seq}"
             self._base = len(state.attempts)
-            context = state.context
+            keys = self._keys = engine.keys_for(state.context)
+            scopes = state.budget_scopes
+            for key in keys:
+                if key is not None and key[3] not in scopes:
+                    scopes.append(key[3])
         else:
             from ._context import current_context
             from ._state import CallState
 
             self.rid = f"{CallState.new_id()}:1"
             self._base = 0
-            context = current_context()
-        self._keys: list[tuple[Line, str, str] | None] = []
-        for line in engine.lines:
-            scope = line.limit.key(context)
-            if scope is None:
-                self._keys.append(None)  # this limit does not apply to this call
-                continue
-            self._keys.append((line, ledger_key(line.name, line.unit, scope), scope))
-            if state is not None:
-                label = f"{line.name}:{scope}"
-                if label not in state.budget_scopes:
-                    state.budget_scopes.append(label)
+            self._keys = engine.keys_for(current_context())
         self._reserved = [0] * len(self._keys)  # what each line holds for this call
         self._skip = [False] * len(self._keys)  # no price (warn policy) or store down (open)
         self._attempts_seen = 0
@@ -114,6 +112,69 @@ class Ticket:
 
     async def reserve(self, tokens: int, micros: int | None) -> None:
         """Reserve on every line, all or none."""
+        if self._engine.batch is not None:
+            await self._reserve_batch(tokens, micros)
+        else:
+            await self._reserve_each(tokens, micros)
+        self._active = True
+        if self.state is not None and self.request is not None:
+            self._attempts_seen = 1
+            self.state.before_attempt(self.before_attempt, first=self._base + 1)
+
+    async def _reserve_batch(self, tokens: int, micros: int | None) -> None:
+        """One ``reserve_many`` for every line (a store that batches)."""
+        engine = self._engine
+        batch = engine.batch
+        assert batch is not None
+        entries: list[LedgerEntry] = []
+        indexes: list[int] = []
+        amounts: list[int] = []
+        skip = self._skip
+        for index, key in enumerate(self._keys):
+            if key is None:
+                continue
+            line = key[0]
+            amount = tokens if line.unit == "tokens" else micros
+            if amount is None:
+                skip[index] = True
+                continue
+            entries.append(_entry(LedgerEntry, (key[1], line.limit.window, amount, line.amount)))
+            indexes.append(index)
+            amounts.append(amount)
+        if not entries:
+            return
+        instant = engine.instant
+        try:
+            if instant is not None:
+                refused = await instant.reserve_all(self.rid, entries, hold=engine.hold)
+            else:
+                results = await batch.reserve_many(self.rid, entries, hold=engine.hold)
+                last = results[-1]
+                refused = None if last.ok else (len(results) - 1, last)
+        except StoreUnavailable as exc:
+            if engine.on_store_error == "closed":
+                await self._release_lines(indexes)
+                raise engine.refuse_on_store_error(exc, "reserve") from exc
+            engine.store_failed(exc, "reserving")
+            for index in indexes:
+                skip[index] = True
+            return
+        except BaseException:
+            await self._release_lines(indexes)  # it may have held before it was cut
+            raise
+        engine.store_answered()
+        if refused is not None:  # nothing of this call is held
+            key = self._keys[indexes[refused[0]]]
+            assert key is not None
+            line, ledger, scope, _ = key
+            await engine.alerts.refused(line, ledger, scope, refused[1])
+            raise self._exceeded(line, scope, refused[1])
+        reserved = self._reserved
+        for index, amount in zip(indexes, amounts, strict=True):
+            reserved[index] = amount
+
+    async def _reserve_each(self, tokens: int, micros: int | None) -> None:
+        """One ``reserve`` per line, releasing the reserved ones if a later one fails."""
         engine, store = self._engine, self._engine.store
         amounts = self._amounts(tokens, micros)
         tried: list[int] = []
@@ -123,7 +184,7 @@ class Ticket:
                 if key is None or amount is None:
                     self._skip[index] = key is not None
                     continue
-                line, ledger, scope = key
+                line, ledger, scope, _ = key
                 tried.append(index)
                 try:
                     result = await store.reserve(
@@ -131,7 +192,7 @@ class Ticket:
                         self.rid,
                         amount,
                         limit=line.amount,
-                        window=line.window,
+                        window=line.limit.window,
                         hold=engine.hold,
                     )
                 except StoreUnavailable as exc:
@@ -148,28 +209,36 @@ class Ticket:
         except BaseException:
             await self._release_lines(tried)
             raise
-        self._active = True
-        if self.state is not None and self.request is not None:
-            self.state.before_attempt(self.before_attempt)
 
     async def _release_lines(self, indexes: Sequence[int]) -> None:
         """Undo reservations (shielded, bounded, best effort: they expire anyway)."""
+        if not indexes:
+            return
+        keys, store, batch = self._keys, self._engine.store, self._engine.batch
         with anyio.CancelScope(shield=True) as scope:
             scope.deadline = anyio.current_time() + CLOSE_TIMEOUT_S
-            for index in indexes:
-                key = self._keys[index]
-                assert key is not None
+            if batch is not None:
+                entries = []
+                for index in indexes:
+                    key = keys[index]
+                    assert key is not None
+                    entries.append(LedgerEntry(key[1], key[0].limit.window, None))
                 with contextlib.suppress(StoreUnavailable):
-                    await self._engine.store.release(key[1], self.rid, window=key[0].window)
+                    await batch.settle_many(self.rid, entries)
+            else:
+                for index in indexes:
+                    key = keys[index]
+                    assert key is not None
+                    with contextlib.suppress(StoreUnavailable):
+                        await store.release(key[1], self.rid, window=key[0].limit.window)
+            for index in indexes:
                 self._reserved[index] = 0
 
     async def before_attempt(self, state: CallState, request: Request, number: int) -> None:
         """Extend by the worst case of every attempt after the first (a CallState hook)."""
         if not self._active:
             return
-        self._attempts_seen += 1
-        if self._attempts_seen == 1:
-            return  # the first attempt is what ``open`` reserved
+        self._attempts_seen += 1  # the first attempt (not seen here) is what ``open`` reserved
         engine = self._engine
         if not engine.estimator.ready(request.model):
             await engine.estimator.prepare(request.model)
@@ -179,10 +248,15 @@ class Ticket:
             key = self._keys[index]
             if key is None or amount is None or self._skip[index]:
                 continue
-            line, ledger, scope = key
+            line, ledger, scope, _ = key
             try:
                 result = await engine.store.extend(
-                    ledger, step, amount, limit=line.amount, window=line.window, hold=engine.hold
+                    ledger,
+                    step,
+                    amount,
+                    limit=line.amount,
+                    window=line.limit.window,
+                    hold=engine.hold,
                 )
             except StoreUnavailable as exc:
                 if engine.on_store_error == "closed":
@@ -196,34 +270,42 @@ class Ticket:
             self._reserved[index] += amount
 
     def spent(self, response: Response | None) -> tuple[Usage, Decimal | None, bool]:
-        """What this call's attempts used, their dollars, and whether the price is known."""
+        """What this call's attempts used and their dollars; and whether they are all the
+        call's priced attempts (then their dollars are the call's cost)."""
         engine, state = self._engine, self.state
         if state is None:  # composed by hand, outside a Guard: no attempts, the response
-            return self._response_spent(response)
-        attempts = state.attempts[self._base :]
-        if response is not None and attempts:
+            return (*self._response_spent(response), False)
+        attempts = state.attempts
+        base = self._base
+        if response is not None and len(attempts) > base:
             last = attempts[-1]
             produced = response.text or response.tool_calls
             if last.usage.total_tokens == 0 and produced and last.error is None:
                 output = response.text + "".join(c.name + c.arguments for c in response.tool_calls)
                 last.usage = estimate_usage(self.request, output)  # the provider gave none
-        total = Usage()
-        dollars: Decimal | None = Decimal(0)
+        total: Usage | None = None
+        dollars: Decimal | None = _ZERO
         tier = service_tier(self.request, response)
         # Each attempt's price, kept on the call: the record's cost is every attempt's,
         # however many budget passes priced them (tool-loop steps, stacked budgets).
-        priced: dict[int, Decimal | None] = state.extra.setdefault(_ATTEMPT_COSTS, {})
-        for attempt in attempts:
+        extra = state.extra
+        priced: dict[int, Decimal | None] | None = extra.get(_ATTEMPT_COSTS)
+        if priced is None:
+            priced = extra[_ATTEMPT_COSTS] = {}
+        count = 0
+        for index in range(base, len(attempts)):
+            attempt = attempts[index]
             usage = attempt.usage
             if usage.total_tokens == 0:
                 continue
-            total = total + usage
+            total = usage if total is None else total + usage
             cost = engine.cost(
                 attempt.model, usage, provider=attempt.provider, tier=tier, strict=False
             )
             priced[id(attempt)] = cost
+            count += 1
             dollars = None if cost is None or dollars is None else dollars + cost
-        return total, dollars, dollars is not None
+        return total or EMPTY_USAGE, dollars, len(priced) == count
 
     def _call_cost(self) -> int | None:
         """The price of every attempt of the call priced so far, in micro-dollars."""
@@ -231,23 +313,23 @@ class Ticket:
         costs = self.state.extra.get(_ATTEMPT_COSTS, {}).values()
         if any(cost is None for cost in costs):
             return None
-        return to_micros(sum(costs, Decimal(0)))
+        return to_micros(sum(costs, _ZERO))
 
-    def _response_spent(self, response: Response | None) -> tuple[Usage, Decimal | None, bool]:
+    def _response_spent(self, response: Response | None) -> tuple[Usage, Decimal | None]:
         if response is None:
-            return Usage(), Decimal(0), True
+            return EMPTY_USAGE, _ZERO
         usage = response.usage
         if usage.total_tokens == 0 and (response.text or response.tool_calls):
             output = response.text + "".join(c.name + c.arguments for c in response.tool_calls)
             usage = estimate_usage(self.request, output)
         if usage.total_tokens == 0:
-            return usage, Decimal(0), True
+            return usage, _ZERO
         model = response.model or self.model or ""
         tier = service_tier(self.request, response)
         dollars = self._engine.cost(
             model, usage, provider=response.provider or None, tier=tier, strict=False
         )
-        return usage, dollars, dollars is not None
+        return usage, dollars
 
     async def close(self, response: Response | None, *, usage: Usage | None = None) -> int | None:
         """Settle the real spend (or release); returns the call's cost in micro-dollars.
@@ -257,8 +339,9 @@ class Ticket:
         """
         self._active = False
         engine = self._engine
+        whole = False  # whether this ticket priced every priced attempt of the call
         if usage is None:
-            total, dollars, _ = self.spent(response)
+            total, dollars, whole = self.spent(response)
         else:
             total, dollars = usage, None
             if self.model is not None and usage.total_tokens:
@@ -266,45 +349,133 @@ class Ticket:
                     self.model, usage, provider=self.provider, tier=None, strict=False
                 )
         micros = None if dollars is None else to_micros(dollars)
-        with anyio.CancelScope(shield=True) as scope:
-            scope.deadline = anyio.current_time() + CLOSE_TIMEOUT_S
-            await self._settle(total.total_tokens, micros)
-        if scope.cancelled_caught:
-            _log.warning(
-                "llmguard: settling call %s took over %gs and was abandoned; its reservations "
-                "expire after hold=%gs",
-                self.rid,
-                CLOSE_TIMEOUT_S,
-                engine.hold,
-            )
+        instant = engine.instant
+        if instant is not None:  # a store that settles at once: nothing to wait for
+            follow_up = self._settle_now(instant, total.total_tokens, micros)
+            if follow_up is not None:
+                with _CLOSING.scope():
+                    await self._after_settle(follow_up)
+        else:
+            with _CLOSING.scope() as scope:
+                await self._settle(total.total_tokens, micros)
+            if scope.cancelled_caught:
+                _log.warning(
+                    "llmguard: settling call %s took over %gs and was abandoned; its "
+                    "reservations expire after hold=%gs",
+                    self.rid,
+                    CLOSE_TIMEOUT_S,
+                    engine.hold,
+                )
         if self.state is not None:
-            self.state.cost_micros = self._call_cost() if usage is None else micros
+            if usage is not None or whole:
+                self.state.cost_micros = micros
+            else:
+                self.state.cost_micros = self._call_cost()
         return micros
 
-    async def _settle(self, tokens: int, micros: int | None) -> None:
-        engine, store = self._engine, self._engine.store
+    def _settle_entries(
+        self, tokens: int, micros: int | None
+    ) -> tuple[list[LedgerEntry], list[LineKey]]:
+        """The batched settle of every line (``amount`` ``None``: release), and its keys."""
+        entries: list[LedgerEntry] = []
+        keys: list[LineKey] = []
+        reserved = self._reserved
         for index, key in enumerate(self._keys):
             if key is None:
                 continue
-            line, ledger, scope = key
+            line = key[0]
             if line.unit == "tokens":
                 amount: int | None = tokens
             else:
                 # A price that became unknown is charged the worst case it reserved.
-                amount = micros if micros is not None else self._reserved[index] or None
+                amount = micros if micros is not None else reserved[index] or None
+            if not amount:
+                if not reserved[index]:
+                    continue  # nothing to settle, nothing held
+                amount = None  # release
+            entries.append(_entry(LedgerEntry, (key[1], line.limit.window, amount, None)))
+            keys.append(key)
+        return entries, keys
+
+    def _settle_entry(self, index: int, line: Line, tokens: int, micros: int | None) -> int | None:
+        """What to settle on line ``index``: an amount, ``None`` to release, ``0``: nothing."""
+        if line.unit == "tokens":
+            amount: int | None = tokens
+        else:
+            # A price that became unknown is charged the worst case it reserved.
+            amount = micros if micros is not None else self._reserved[index] or None
+        if amount:
+            return amount
+        return None if self._reserved[index] else 0
+
+    def _settle_now(
+        self, instant: InstantLedger, tokens: int, micros: int | None
+    ) -> list[tuple[LineKey, LedgerResult]] | None:
+        """Settle at once; what ``_after_settle`` must then do (``None``: nothing)."""
+        entries, keys = self._settle_entries(tokens, micros)
+        if not entries:
+            return None
+        figures = instant.settle_all_now(self.rid, entries)
+        engine = self._engine
+        engine.store_answered()
+        alerts, index_keeper = engine.alerts, engine.index
+        for (line, _, scope, _), (used, _, _) in zip(keys, figures, strict=True):
+            if alerts.due(line, used) or not index_keeper.knows(line, scope):
+                break
+        else:
+            return None  # the common case: no alert reached, every index entry written
+        return [
+            (key, LedgerResult(ok=True, used=used, reserved=held, limit=None, reset_at=reset))
+            for key, (used, held, reset) in zip(keys, figures, strict=True)
+        ]
+
+    async def _settle(self, tokens: int, micros: int | None) -> None:
+        engine = self._engine
+        batch = engine.batch
+        done: list[tuple[LineKey, LedgerResult]] = []
+        if batch is not None:
+            entries, keys = self._settle_entries(tokens, micros)
+            if not entries:
+                return
             try:
-                if amount:
-                    result = await store.settle(ledger, self.rid, amount, window=line.window)
-                elif self._reserved[index]:
-                    result = await store.release(ledger, self.rid, window=line.window)
-                else:
-                    continue
+                results = await batch.settle_many(self.rid, entries)
             except StoreUnavailable as exc:
-                engine.settle_failed(exc, line.name, scope, amount or 0)
-                continue
+                line, _, scope, _ = keys[0]
+                engine.settle_failed(exc, line.name, scope, entries[0].amount or 0)
+                return
             engine.store_answered()
-            await engine.alerts.settled(line, ledger, scope, result)
-            await engine.index.remember(line, scope)
+            done = list(zip(keys, results, strict=True))
+        else:
+            store = engine.store
+            for index, key in enumerate(self._keys):
+                if key is None:
+                    continue
+                line, ledger, scope, _ = key
+                amount = self._settle_entry(index, line, tokens, micros)
+                try:
+                    if amount:
+                        result = await store.settle(
+                            ledger, self.rid, amount, window=line.limit.window
+                        )
+                    elif amount is None:
+                        result = await store.release(ledger, self.rid, window=line.limit.window)
+                    else:
+                        continue
+                except StoreUnavailable as exc:
+                    engine.settle_failed(exc, line.name, scope, amount or 0)
+                    continue
+                engine.store_answered()
+                done.append((key, result))
+        await self._after_settle(done)
+
+    async def _after_settle(self, done: list[tuple[LineKey, LedgerResult]]) -> None:
+        """Alerts for the thresholds reached, index entries for new scopes."""
+        alerts, index_keeper = self._engine.alerts, self._engine.index
+        for (line, ledger, scope, _), result in done:
+            if alerts.due(line, result.used):
+                await alerts.settled(line, ledger, scope, result)
+            if not index_keeper.knows(line, scope):
+                await index_keeper.remember(line, scope)
 
     async def cancel(self) -> None:
         """Release everything without counting (the decorator form's failed call)."""

@@ -34,7 +34,7 @@ import anyio
 from ._clock import Clock
 from ._errors import BudgetExceeded, ConfigurationError, StoreUnavailable
 from ._state import current_call
-from ._stores._roles import CacheStore, StoreErrorPolicy
+from ._stores._roles import CacheStore, InstantCache, StoreErrorPolicy
 
 __all__ = [
     "UNSET",
@@ -219,6 +219,7 @@ class CacheCore:
         "_down_reason",
         "_down_until",
         "_flights",
+        "_instant",
         "_lock",
         "_lock_poll",
         "_lock_ttl",
@@ -255,6 +256,10 @@ class CacheCore:
         if not store_retry >= 0:
             raise ConfigurationError("store_retry must be a non-negative number of seconds")
         self.store = store
+        # A store in this process's memory is read and written with plain calls.
+        self._instant = (
+            store if isinstance(store, InstantCache) and store.plain_calls("get", "set") else None
+        )
         self._clock = clock
         self._policy = on_store_error
         self._single_flight = single_flight
@@ -320,8 +325,9 @@ class CacheCore:
         """
         if self._down and self._resting():
             return None
+        instant = self._instant
         try:
-            data = await self.store.get(key)
+            data = instant.get_now(key) if instant is not None else await self.store.get(key)
         except Exception as exc:
             self._failed(exc)
             return None
@@ -331,7 +337,19 @@ class CacheCore:
 
     async def write(self, key: str, data: bytes, ttl: float | None) -> None:
         """Store ``data`` (failing open)."""
-        await self._ask(self.store.set, key, data, ttl=ttl)
+        instant = self._instant
+        if instant is None:
+            await self._ask(self.store.set, key, data, ttl=ttl)
+            return
+        if self._down and self._resting():
+            return
+        try:
+            instant.set_now(key, data, ttl=ttl)
+        except Exception as exc:
+            self._failed(exc)
+            return
+        if self._down:
+            self._recovered()
 
     # -- single flight and the lock ----------------------------------------------------
 

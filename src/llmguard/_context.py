@@ -9,14 +9,18 @@ portal thread explicitly).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from contextlib import AbstractContextManager, ContextDecorator, contextmanager
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
+
+from ._fast_init import fast_init
 
 __all__ = ["CallContext", "context", "current_context", "restore_context", "snapshot"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallContext:
     """Who is calling. Every field may be ``None``; ``tags`` is a sorted tuple."""
@@ -45,14 +49,13 @@ def current_context() -> CallContext:
     return _CURRENT.get()
 
 
-@contextmanager
 def context(
     *,
     user: str | None = None,
     tenant: str | None = None,
     endpoint: str | None = None,
     tags: Iterable[str] = (),
-) -> Iterator[CallContext]:
+) -> _Context:
     """Set who is calling for the code inside the ``with`` block.
 
     Nested blocks inherit what they do not set; tags add up.
@@ -61,19 +64,47 @@ def context(
     ...     current_context().user
     'u1'
     """
-    outer = _CURRENT.get()
-    inner = replace(
-        outer,
-        user=outer.user if user is None else user,
-        tenant=outer.tenant if tenant is None else tenant,
-        endpoint=outer.endpoint if endpoint is None else endpoint,
-        tags=tuple(sorted(set(outer.tags).union(tags))),
-    )
-    token = _CURRENT.set(inner)
-    try:
-        yield inner
-    finally:
-        _CURRENT.reset(token)
+    return _Context(user, tenant, endpoint, tags)
+
+
+class _Context(ContextDecorator, AbstractContextManager[CallContext]):
+    """What ``context()`` returns: entering sets the context (inheriting what is not
+    given), leaving restores the outer one. Also a decorator, like ``contextmanager``'s."""
+
+    __slots__ = ("_endpoint", "_tags", "_tenant", "_tokens", "_user")
+
+    def __init__(
+        self, user: str | None, tenant: str | None, endpoint: str | None, tags: Iterable[str]
+    ) -> None:
+        self._user = user
+        self._tenant = tenant
+        self._endpoint = endpoint
+        self._tags = tags
+        self._tokens: list[Token[CallContext]] = []
+
+    def _recreate_cm(self) -> _Context:
+        return _Context(self._user, self._tenant, self._endpoint, self._tags)
+
+    def __enter__(self) -> CallContext:
+        outer = _CURRENT.get()
+        tags = self._tags
+        user, tenant, endpoint = self._user, self._tenant, self._endpoint
+        inner = CallContext(
+            user=outer.user if user is None else user,
+            tenant=outer.tenant if tenant is None else tenant,
+            endpoint=outer.endpoint if endpoint is None else endpoint,
+            tags=tuple(sorted(set(outer.tags).union(tags))) if tags or outer.tags else (),
+        )
+        self._tokens.append(_CURRENT.set(inner))
+        return inner
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _CURRENT.reset(self._tokens.pop())
 
 
 @contextmanager

@@ -24,7 +24,6 @@ from decimal import Decimal
 from typing import Any
 
 import anyio.to_thread
-from cachetools import LRUCache
 
 from ._cost_db import Rate, load_database, resolve
 from ._errors import ConfigurationError
@@ -61,9 +60,13 @@ def to_micros(dollars: Decimal) -> int:
 
 def service_tier(request: Request | None, response: Response | None = None) -> str | None:
     """The service tier a price depends on: the response's, else the one requested."""
+    tier = None
     raw = response.raw if response is not None else None
-    tier = raw.get("service_tier") if isinstance(raw, dict) else getattr(raw, "service_tier", None)
-    if not isinstance(tier, str) and request is not None:
+    if isinstance(raw, dict):
+        tier = raw.get("service_tier")
+    elif raw is not None:
+        tier = getattr(raw, "service_tier", None)
+    if not isinstance(tier, str) and request is not None and request.extras:
         tier = request.extras.get("service_tier")
     return tier if isinstance(tier, str) and tier != "auto" else None
 
@@ -135,6 +138,9 @@ class Price:
 
 
 _Resolved = Price | Rate | None
+#: Prices resolved per (model, provider, service tier) are kept, at most this many.
+_CACHED_PRICES = 1024
+_UNRESOLVED = object()
 
 
 class Pricing:
@@ -180,7 +186,7 @@ class Pricing:
         self._use_db = database
         self._provider_id = provider_id
         self._database: Any = None
-        self._cache: LRUCache[tuple[str, str | None, str | None], _Resolved] = LRUCache(1024)
+        self._cache: dict[tuple[str, str | None, str | None], _Resolved] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -203,6 +209,19 @@ class Pricing:
         return self._database
 
     def _resolve(self, model: str, provider: str | None, service_tier: str | None) -> _Resolved:
+        key = (model, provider, service_tier)
+        found = self._cache.get(key, _UNRESOLVED)  # a plain dict: read without the lock
+        if found is not _UNRESOLVED:
+            return found  # type: ignore[return-value]
+        found = self._lookup(model, provider, service_tier)
+        with self._lock:
+            cache = self._cache
+            while len(cache) >= _CACHED_PRICES:  # the oldest first
+                del cache[next(iter(cache))]
+            cache[key] = found
+        return found
+
+    def _lookup(self, model: str, provider: str | None, service_tier: str | None) -> _Resolved:
         price = self._exact.get(model)
         if price is not None:
             return price
@@ -211,20 +230,13 @@ class Pricing:
                 return price
         if not self._use_db or not model:
             return None
-        key = (model, provider, service_tier)
-        with self._lock:
-            if key in self._cache:
-                return self._cache[key]
-        rate = resolve(
+        return resolve(
             self._db(),
             model,
             provider=provider,
             service_tier=service_tier,
             forced_provider=self._provider_id,
         )
-        with self._lock:
-            self._cache[key] = rate
-        return rate
 
     def price_of(
         self, model: str, *, provider: str | None = None, service_tier: str | None = None

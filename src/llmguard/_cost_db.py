@@ -16,7 +16,7 @@ This module imports ``genai_prices`` when first used, never at ``import llmguard
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,7 @@ _log = logging.getLogger("llmguard.cost")
 _FAST_KEYS = frozenset({"input_mtok", "output_mtok", "cache_read_mtok", "output_reasoning_mtok"})
 _PER_MILLION = Decimal(1_000_000)
 _PER_THOUSAND = Decimal(1_000)
+_ZERO = Decimal(0)
 
 
 def load_database() -> Any:
@@ -57,6 +58,25 @@ def _pick(price: Any, input_tokens: int) -> Decimal:
     return applicable
 
 
+_Plain = tuple[Decimal, Decimal, Decimal | None, Decimal | None, Decimal | None]
+"""Input, output, cached input, reasoning output (per million tokens), per thousand
+requests: a price with no tiers (``None``: not priced apart)."""
+
+
+def _plain(prices: ModelPrice) -> _Plain | None:
+    """The prices as plain numbers, when none of them has tiers."""
+    values = vars(prices)
+    found = [
+        values.get(key)
+        for key in ("input_mtok", "output_mtok", "cache_read_mtok", "output_reasoning_mtok")
+    ]
+    found.append(values.get("requests_kcount"))
+    if any(value is not None and not isinstance(value, Decimal) for value in found):
+        return None
+    input_price, output_price, cache, reasoning, requests = found
+    return (input_price or _ZERO, output_price or _ZERO, cache, reasoning, requests)
+
+
 @dataclass(frozen=True, slots=True)
 class Rate:
     """One model's prices from the database, for one service tier."""
@@ -65,15 +85,33 @@ class Rate:
     provider_id: str
     prices: ModelPrice
     fast: bool
+    plain: _Plain | None = field(default=None, compare=False, repr=False)
 
     @property
     def reasoning_dearer(self) -> bool:
         """Whether reasoning output may cost more than other output (when the price has a
         reasoning price at all; the caller then compares both ways)."""
+        if self.plain is not None:
+            return self.plain[3] is not None
         return not self.fast or vars(self.prices).get("output_reasoning_mtok") is not None
 
     def cost(self, usage: Usage) -> Decimal | None:
         """The price of ``usage`` in US dollars (``None`` if genai-prices cannot compute it)."""
+        plain = self.plain
+        if plain is not None:  # the arithmetic below, without tiers to pick from
+            input_price, output_price, cache_price, reasoning_price, requests = plain
+            total_input = usage.input_tokens
+            output = usage.output_tokens
+            cached = min(usage.cached_input_tokens, total_input)
+            uncached = total_input - cached if cache_price is not None else total_input
+            reasoning = min(usage.reasoning_tokens, output) if reasoning_price is not None else 0
+            per_million = input_price * uncached + output_price * (output - reasoning)
+            if cache_price is not None:
+                per_million += cache_price * cached
+            if reasoning_price is not None:
+                per_million += reasoning_price * reasoning
+            total = per_million / _PER_MILLION
+            return total if requests is None else total + requests / _PER_THOUSAND
         if not self.fast:
             return self._slow(usage)
         values = vars(self.prices)
@@ -180,4 +218,11 @@ def resolve(
     if context and not any(info is m for m in db_provider.models):
         context = None
     prices = info.get_prices(now, context)
-    return Rate(model_id=info.id, provider_id=db_provider.id, prices=prices, fast=_is_fast(prices))
+    fast = _is_fast(prices)
+    return Rate(
+        model_id=info.id,
+        provider_id=db_provider.id,
+        prices=prices,
+        fast=fast,
+        plain=_plain(prices) if fast else None,
+    )

@@ -10,6 +10,7 @@ from ._errors import ConfigurationError
 from ._guard_stream import GuardStream
 from ._layer import Layer, Provider
 from ._pipeline import AttemptRecorder, compose, compose_stream, run_complete
+from ._timeouts import Bound
 from ._tools._limits import DEFAULT_MAX_STEPS
 from ._types import Message, Request, Response, ToolSpec
 
@@ -110,6 +111,7 @@ class Guard:
         "_stream",
         "_sync",
         "_timeout",
+        "_total",
     )
 
     def __init__(
@@ -160,6 +162,7 @@ class Guard:
         self._layers = tuple(layers)
         self._model = model
         self._timeout = timeout
+        self._total = None if timeout is None else Bound(timeout)
         self._clock: Clock = clock or SystemClock()
         bottom = AttemptRecorder(provider, self._clock)
         self._complete = compose(self._layers, bottom.complete)
@@ -209,6 +212,7 @@ class Guard:
             provider=self._provider_name,
             clock=self._clock,
             total_s=self._timeout,
+            total=self._total,
         )
 
     def stream(

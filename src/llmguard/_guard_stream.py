@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from contextlib import suppress
-from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,7 @@ import anyio
 from ._assemble import StreamAssembler, estimate_usage
 from ._clock import Clock
 from ._errors import DeadlineExceeded
+from ._fast_init import replace
 from ._pipeline import _new_state
 from ._state import _CURRENT_CALL, CallState
 from ._types import Request, Response, StreamEvent

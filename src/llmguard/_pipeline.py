@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from functools import partial
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING
-
-import anyio
 
 from ._assemble import estimate_usage
 from ._clock import Clock
@@ -20,6 +18,7 @@ from ._context import current_context
 from ._errors import DeadlineExceeded
 from ._state import _CURRENT_CALL, Attempt, CallState
 from ._targets import ROUTED_PROVIDER
+from ._timeouts import Bound
 from ._types import Request, Response, StreamEvent, TextDelta, ToolCallDelta, UsageUpdate
 
 if TYPE_CHECKING:
@@ -69,11 +68,11 @@ class AttemptRecorder:
         state = _CURRENT_CALL.get()
         if state is None:
             return await provider.complete(request)
-        if state._before_attempt:
+        attempts = state.attempts
+        if len(attempts) >= state._hooks_from:
             await state.run_before_attempt(request)
         now = self._clock.now
         attempt = Attempt(provider=provider.name, model=request.model, started_at=now())
-        attempts = state.attempts
         attempts.append(attempt)
         try:
             response = await provider.complete(request)
@@ -93,7 +92,7 @@ class AttemptRecorder:
         if provider is None:
             provider = self._provider
         state = _CURRENT_CALL.get()
-        if state is not None and state._before_attempt:
+        if state is not None and len(state.attempts) >= state._hooks_from:
             await state.run_before_attempt(request)
         attempt = Attempt(provider=provider.name, model=request.model, started_at=self._clock.now())
         if state is not None:
@@ -186,8 +185,10 @@ async def run_complete(
     provider: str,
     clock: Clock,
     total_s: float | None,
+    total: Bound | None = None,
 ) -> Response:
-    """Run one non-streaming call as its owner: open the state, apply the total deadline."""
+    """Run one non-streaming call as its owner: open the state, apply the total deadline
+    (``total``: a ``Bound`` of ``total_s`` kept by the caller, cheaper on asyncio)."""
     state = _new_state(request, provider, clock, stream=False)
     token = _CURRENT_CALL.set(state)
     response: Response | None = None
@@ -196,7 +197,8 @@ async def run_complete(
         if total_s is None:
             response = await handler(request)
         else:
-            with anyio.CancelScope(deadline=anyio.current_time() + total_s) as scope:
+            bound = _bound(total_s) if total is None else total
+            with bound.scope() as scope:
                 response = await handler(request)
             if scope.cancelled_caught:
                 raise DeadlineExceeded("total", total_s)
@@ -208,6 +210,12 @@ async def run_complete(
     finally:
         _CURRENT_CALL.reset(token)
         state.finish(response, error, now=clock.now())
+
+
+@lru_cache(maxsize=64)
+def _bound(seconds: float) -> Bound:
+    """A shared ``Bound`` per length, for callers that keep none."""
+    return Bound(seconds)
 
 
 def decorate_handler(layers: Sequence[Layer], handler: Handler) -> Handler:

@@ -10,6 +10,7 @@ data on themselves.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from random import getrandbits
 from typing import TYPE_CHECKING, Any
 
 from ._context import CallContext
+from ._fast_init import fast_init
 from ._types import EMPTY_USAGE, Request, Response, ToolCall, Usage
 
 if TYPE_CHECKING:
@@ -79,7 +81,8 @@ class CallState:
     extra: dict[str, Any] = field(default_factory=dict)
     ended_at: float | None = None
     _on_finish: list[FinishCallback] = field(default_factory=list, repr=False)
-    _before_attempt: list[AttemptHook] = field(default_factory=list, repr=False)
+    _before_attempt: list[tuple[AttemptHook, int]] = field(default_factory=list, repr=False)
+    _hooks_from: float = field(default=math.inf, repr=False)  # the lowest ``first`` of them
     _tool_observers: tuple[ToolObserver, ...] = field(default=(), repr=False)
     _finished: bool = field(default=False, repr=False)
 
@@ -99,23 +102,30 @@ class CallState:
             total = total + attempt.usage
         return total
 
-    def before_attempt(self, hook: AttemptHook) -> None:
+    def before_attempt(self, hook: AttemptHook, *, first: int = 0) -> None:
         """Await ``hook(state, request, n)`` before each provider attempt (``n`` counts
         from 0), whichever layer makes it: a retry, a re-ask, a tool step, a fallback
         hop. An exception from the hook (``BudgetExceeded``, say) stops that attempt.
+        ``first``: the hook starts with attempt number ``first`` (a budget, say, skips
+        the attempt it reserved for up front).
 
         A layer may be passed through several times in one call (each step of a tool
         loop goes through every layer): adding a hook that is already there (an equal
         callable, e.g. the same bound method) does nothing.
         """
-        if hook not in self._before_attempt:
-            self._before_attempt.append(hook)
+        for added, _ in self._before_attempt:
+            if added == hook:
+                return
+        self._before_attempt.append((hook, first))
+        if first < self._hooks_from:
+            self._hooks_from = first
 
     async def run_before_attempt(self, request: Request) -> None:
         """Run the attempt hooks (called by the stack itself, not by layers)."""
         number = len(self.attempts)
-        for hook in self._before_attempt:
-            await hook(self, request, number)
+        for hook, first in self._before_attempt:
+            if number >= first:
+                await hook(self, request, number)
 
     def on_tool(self, observer: ToolObserver) -> None:
         """Call ``observer(state, call)`` each time a ``Toolbox`` starts handling a tool
@@ -181,6 +191,7 @@ def current_call() -> CallState | None:
     return _CURRENT_CALL.get()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallRecord:
     """The one record of one call, built by observe from the ``CallState``.

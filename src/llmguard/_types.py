@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, LiteralString
 
+from ._fast_init import fast_init
+
 __all__ = [
     "EMPTY_USAGE",
     "Finish",
@@ -34,6 +36,7 @@ Role = Literal["system", "developer", "user", "assistant", "tool"]
 _NO_EXTRAS: Mapping[str, Any] = MappingProxyType({})
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ToolCall:
     """A tool call the model asked for. ``arguments`` is the raw JSON text: untrusted."""
@@ -53,6 +56,7 @@ class ToolSpec:
     strict: bool = False
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Message:
     """One chat message. ``tool_calls`` on assistant messages, ``tool_call_id`` on tool ones."""
@@ -86,6 +90,7 @@ class Message:
         return cls(role="tool", content=content, tool_call_id=tool_call_id)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Usage:
     """Token usage of one call.
@@ -120,6 +125,7 @@ class Usage:
 EMPTY_USAGE = Usage()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Request:
     """A provider-neutral request.
@@ -195,6 +201,7 @@ class Request:
         return ""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Response:
     """A provider-neutral response.
@@ -220,6 +227,7 @@ class Response:
 # Stream events ---------------------------------------------------------------
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TextDelta:
     """A piece of the answer's text."""
@@ -227,6 +235,7 @@ class TextDelta:
     text: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ToolCallDelta:
     """A piece of a tool call: deltas with the same ``index`` belong to one call."""
@@ -237,6 +246,7 @@ class ToolCallDelta:
     arguments: str = ""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UsageUpdate:
     """Usage so far. A later update replaces an earlier one; updates are never summed."""
@@ -244,6 +254,7 @@ class UsageUpdate:
     usage: Usage
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Finish:
     """The model finished; ``reason`` is e.g. ``"stop"``, ``"length"``, ``"tool_calls"``."""

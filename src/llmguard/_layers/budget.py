@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from typing import Any, ParamSpec, TypeVar, cast
 
 from .._budget_engine import AlertHook, BudgetEngine, UnknownPricePolicy
@@ -20,6 +19,7 @@ from .._budget_limits import BudgetStatus, Limit, Per, Scope, ledger_key
 from .._context import CallContext, current_context
 from .._cost import Pricing
 from .._errors import ConfigurationError
+from .._fast_init import replace
 from .._layer import BaseLayer, EventStream, Handler, StreamHandler, StreamOpener
 from .._state import current_call
 from .._stores._roles import BudgetLedger, StoreErrorPolicy

@@ -12,7 +12,6 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
-from dataclasses import replace
 
 import anyio
 
@@ -34,6 +33,7 @@ from .._cache_stream import Recording, Replay, events_of
 from .._clock import Clock, SystemClock
 from .._context import CallContext, current_context
 from .._errors import ConfigurationError
+from .._fast_init import replace
 from .._layer import BaseLayer, EventStream, Handler, StreamHandler, StreamOpener
 from .._semantic import Semantic, SemanticIndex, as_vector, numpy_or_none
 from .._state import CallState, current_call
@@ -53,6 +53,7 @@ DEFAULT_TTL = 3600.0
 DEFAULT_MAX_VALUE_BYTES = 512 * 1024
 _MEMO_ENTRIES = 256  # decoded answers kept, keyed by their stored bytes
 _MEMO_MAX_BYTES = 16 * 1024  # larger values are decoded each time
+_SCOPES_KEPT = 4096  # scope names remembered per (tenant, user)
 
 
 class Cache(BaseLayer):
@@ -105,6 +106,7 @@ class Cache(BaseLayer):
         "_prefix",
         "_replay_delay",
         "_scope",
+        "_scopes",
         "_semantic",
         "_serializer",
         "_store_if",
@@ -158,6 +160,7 @@ class Cache(BaseLayer):
         self._ttl = ttl
         self._prefix = key_prefix(namespace, version)
         self._scope = scope
+        self._scopes: dict[tuple[str | None, str | None], tuple[bool, str | None]] = {}
         self._ignore = frozen_ignore(ignore_extras)
         self._cache_sampled = cache_sampled
         self._store_if = store_if
@@ -198,7 +201,7 @@ class Cache(BaseLayer):
         """``(key, scope)`` for this call, or ``None`` to bypass the cache."""
         if not options.enabled or not (self._cache_sampled or request.temperature == 0):
             return None
-        ok, scope = scope_of(self._scope, state.context if state else current_context())
+        ok, scope = self._scope_for(state.context if state else current_context())
         if not ok:
             return None
         provider = state.provider if state else ""
@@ -210,6 +213,21 @@ class Cache(BaseLayer):
             logger.debug("llmguard: request not cached: %s", exc)
             return None
         return key, scope
+
+    def _scope_for(self, context: CallContext) -> tuple[bool, str | None]:
+        """``scope_of``, remembered per user and tenant for the named scopes (a function
+        of the context is asked every time: it may read more than the context)."""
+        scope = self._scope
+        if scope is None or callable(scope):
+            return scope_of(scope, context)
+        who = (context.tenant, context.user)
+        found = self._scopes.get(who)
+        if found is None:
+            found = scope_of(scope, context)
+            if len(self._scopes) >= _SCOPES_KEPT:
+                self._scopes.clear()
+            self._scopes[who] = found
+        return found
 
     # -- the non-streaming path --------------------------------------------------------
 

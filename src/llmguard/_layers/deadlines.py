@@ -31,6 +31,7 @@ import anyio
 
 from .._errors import ConfigurationError, DeadlineExceeded, StreamTimeout
 from .._layer import BaseLayer, EventStream, Handler, StreamHandler, StreamOpener
+from .._timeouts import Bound
 from .._types import Request, Response, StreamEvent
 
 __all__ = ["Deadlines", "StreamTimeouts"]
@@ -83,7 +84,7 @@ class Deadlines(BaseLayer):
     (all three deadlines; the iterator is closed when one fires).
     """
 
-    __slots__ = ("_first", "_idle", "_timeouts", "_total")
+    __slots__ = ("_bound", "_first", "_idle", "_timeouts", "_total")
 
     def __init__(self, timeouts: StreamTimeouts) -> None:
         if not isinstance(timeouts, StreamTimeouts):
@@ -94,6 +95,7 @@ class Deadlines(BaseLayer):
         self._total = timeouts.total
         self._first = timeouts.first_token
         self._idle = timeouts.idle
+        self._bound = None if timeouts.total is None else Bound(timeouts.total)
 
     @property
     def timeouts(self) -> StreamTimeouts:
@@ -102,13 +104,13 @@ class Deadlines(BaseLayer):
 
     async def complete(self, request: Request, call_next: Handler) -> Response:
         """A non-streaming attempt gets the total deadline only."""
-        total = self._total
-        if total is None:
+        bound = self._bound
+        if bound is None:
             return await call_next(request)
-        with anyio.CancelScope(deadline=anyio.current_time() + total) as scope:
+        with bound.scope() as scope:
             return await call_next(request)
         assert scope.cancelled_caught
-        raise DeadlineExceeded("total", total)
+        raise DeadlineExceeded("total", bound.seconds)
 
     def stream(self, request: Request, call_next: StreamHandler) -> StreamOpener:
         """Open the inner stream under the first-token and total deadlines."""

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeGuard, TypeVar
 
 from .._assemble import events_from_response
 from .._clock import Clock, SystemClock
 from .._errors import ConfigurationError
+from .._fast_init import replace
 from .._layer import BaseLayer, EventStream, Handler, Provider, StreamHandler, StreamOpener
 from .._state import Attempt, CallState, current_call
 from .._targets import ROUTED_PROVIDER, route_to, routed_provider_name

@@ -19,6 +19,7 @@ from .._clock import Clock, SystemClock
 from .._errors import ConfigurationError
 from .._layer import BaseLayer, EventStream, Handler, StreamHandler, StreamOpener
 from .._retry_after import DEFAULT_MAX_RETRY_AFTER, decide
+from .._timeouts import effective_deadline
 from .._types import Request, Response
 from .._wrap import Invocation, around
 from ._classify import NEVER_RETRIED
@@ -186,7 +187,7 @@ class _Tries:
         state.upcoming_sleep = delay
         if layer._stop(state):
             raise failure
-        deadline = anyio.current_effective_deadline()
+        deadline = effective_deadline()
         if deadline != math.inf and anyio.current_time() + delay >= deadline:
             _log.debug("not retrying: a %.3f s wait would outlast the call's deadline", delay)
             raise failure

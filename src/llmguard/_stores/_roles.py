@@ -2,6 +2,9 @@
 
 - ``BudgetLedger``: reserve, extend, settle, release and read usage, each keyed by a
   reservation id so that repeating a command (a retry after a lost reply) is a no-op.
+  A ledger may also offer ``reserve_many`` and ``settle_many`` (``BatchLedger``): the
+  same commands for several keys at once, which budgets then use (one command per
+  phase of a call, whatever the number of limits); without them budgets loop.
 - ``CacheStore``: get, set with a TTL, delete, and a short lock for single flight.
 - ``SharedState``: small versioned values with compare-and-set and counters, for
   circuit breakers shared between workers.
@@ -15,16 +18,20 @@ caller's, so clients whose clocks drift agree.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
 from .._errors import ConfigurationError
+from .._fast_init import fast_init
 
 __all__ = [
+    "BatchLedger",
     "BudgetLedger",
     "CacheStore",
+    "LedgerEntry",
     "LedgerResult",
     "SharedState",
     "StoreErrorPolicy",
@@ -170,6 +177,7 @@ def window_id(window: Window) -> str:
     return f"{window.kind}/{window.seconds!r}/{window.tz}"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LedgerResult:
     """The ledger's answer. ``ok`` is false when a reserve/extend did not fit.
@@ -230,6 +238,97 @@ class BudgetLedger(Protocol):
         ...
 
 
+class LedgerEntry(NamedTuple):
+    """One key of a batched ledger command (``reserve_many``, ``settle_many``).
+
+    ``amount`` is what to hold (``reserve_many``) or to count (``settle_many``, where
+    ``None`` releases the reservation instead of settling it); ``limit`` is the key's
+    limit (``reserve_many`` needs it, ``settle_many`` ignores it).
+
+    >>> LedgerEntry("budget:daily:tokens:global", Window.fixed(86400), 500, limit=10_000).amount
+    500
+    """
+
+    key: str
+    window: Window
+    amount: int | None
+    limit: int | None = None
+
+
+@runtime_checkable
+class BatchLedger(Protocol):
+    """The batched commands a ``BudgetLedger`` may also offer, for several keys under one
+    reservation id in one command (one lock, one transaction, one round trip).
+
+    A budget with several limits uses them when its store has them (``MemoryStore``
+    and ``SQLiteStore`` do), and otherwise sends one command per key. Each entry obeys
+    the rules of the single-key command, idempotence included.
+    """
+
+    async def reserve_many(
+        self, reservation_id: str, entries: Sequence[LedgerEntry], *, hold: float
+    ) -> list[LedgerResult]:
+        """``reserve`` every entry, all or none.
+
+        Entries are reserved in order; at the first that does not fit, the holds this
+        command made are undone (nothing of it stays held) and the answer stops there:
+        one result per entry up to the refused one, whose result has ``ok=False``. When
+        every entry fits, one result per entry, all ``ok``.
+        """
+        ...
+
+    async def settle_many(
+        self, reservation_id: str, entries: Sequence[LedgerEntry]
+    ) -> list[LedgerResult]:
+        """``settle`` every entry (``release`` those whose ``amount`` is ``None``); one
+        result per entry, in order."""
+        ...
+
+
+@runtime_checkable
+class InstantLedger(Protocol):
+    """A ledger in this process's memory (``MemoryStore``), which budgets drive through
+    two leaner commands (internal): a reserve answering only what they read, and a
+    settle that is a plain call, so the end of a call needs no shield, no time bound
+    and no trip through the event loop."""
+
+    def plain_calls(self, *names: str) -> bool:
+        """Whether the commands ``names`` are the store's own (not wrapped or replaced):
+        only then may the plain calls stand in for them."""
+        ...
+
+    async def reserve_all(
+        self, reservation_id: str, entries: Sequence[LedgerEntry], *, hold: float
+    ) -> tuple[int, LedgerResult] | None:
+        """``reserve_many``: ``None`` when all were reserved, else ``(index, refusal)``."""
+        ...
+
+    def settle_all_now(
+        self, reservation_id: str, entries: Sequence[LedgerEntry]
+    ) -> list[tuple[int, int, float]]:
+        """``settle_many``, done when it returns: ``(used, reserved, reset_at)`` each."""
+        ...
+
+
+@runtime_checkable
+class InstantCache(Protocol):
+    """A cache store in this process's memory (``MemoryStore``), which caches read and
+    write with plain calls (internal): a command in memory has nothing to wait for."""
+
+    def plain_calls(self, *names: str) -> bool:
+        """Whether the commands ``names`` are the store's own (not wrapped or replaced):
+        only then may the plain calls stand in for them."""
+        ...
+
+    def get_now(self, key: str) -> bytes | None:
+        """``get``, as a plain call."""
+        ...
+
+    def set_now(self, key: str, value: bytes, *, ttl: float | None) -> None:
+        """``set``, as a plain call."""
+        ...
+
+
 @runtime_checkable
 class CacheStore(Protocol):
     """Bytes under string keys with a TTL, plus a short lock for single flight."""
@@ -255,6 +354,7 @@ class CacheStore(Protocol):
         ...
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Versioned:
     """A shared value and its version (incremented by every successful write)."""

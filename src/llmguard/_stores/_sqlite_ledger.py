@@ -27,11 +27,21 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from collections.abc import Sequence
 
 from ._memory_ledger import MIN_CLOSED_MEMORY
-from ._roles import LedgerResult, Window, window_id
+from ._roles import LedgerEntry, LedgerResult, Window, window_id
 
-__all__ = ["extend", "release", "reserve", "settle", "sweep", "usage"]
+__all__ = [
+    "extend",
+    "release",
+    "reserve",
+    "reserve_many",
+    "settle",
+    "settle_many",
+    "sweep",
+    "usage",
+]
 
 
 def _used(conn: sqlite3.Connection, key: str, window: Window, now: float) -> tuple[int, float]:
@@ -227,6 +237,70 @@ def release(
             return None
         _close(conn, key, rid, current[1], window, now)
     return _result(conn, True, key, window, now, None)
+
+
+def reserve_many(
+    conn: sqlite3.Connection,
+    now: float,
+    rid: str,
+    entries: Sequence[LedgerEntry],
+    *,
+    hold: float,
+    write: bool = True,
+) -> list[LedgerResult] | None:
+    """``reserve`` each entry under ``rid``, all or none (see ``BatchLedger``).
+
+    With ``write=False``, the answer when it needs no write (every entry a repeat, or
+    one that does not fit), else ``None``.
+    """
+    results: list[LedgerResult] = []
+    made: list[str] = []
+    for key, window, amount, limit in entries:
+        assert amount is not None  # checked by the store
+        assert limit is not None
+        if _open_hold(conn, key, rid, now) is not None or _is_closed(conn, key, rid, now):
+            results.append(_result(conn, True, key, window, now, limit))
+            continue
+        if not _fits(conn, key, window, now, amount, limit):
+            for undo in made if write else ():  # all or none (inside the transaction)
+                conn.execute("DELETE FROM ledger_holds WHERE scope = ? AND rid = ?", (undo, rid))
+            results.append(_result(conn, False, key, window, now, limit))
+            return results
+        if not write:
+            made.append(key)  # would hold: the answer needs the write lock
+            continue
+        conn.execute(
+            "INSERT OR REPLACE INTO ledger_holds (scope, rid, amount, expires, hold, steps) "
+            "VALUES (?, ?, ?, ?, ?, '[]')",
+            (key, rid, amount, now + hold, hold),
+        )
+        made.append(key)
+        results.append(_result(conn, True, key, window, now, limit))
+    if made and not write:
+        return None
+    return results
+
+
+def settle_many(
+    conn: sqlite3.Connection,
+    now: float,
+    rid: str,
+    entries: Sequence[LedgerEntry],
+    *,
+    write: bool = True,
+) -> list[LedgerResult] | None:
+    """``settle`` each entry under ``rid`` (``release`` where ``amount`` is ``None``);
+    with ``write=False``, ``None`` when any of them needs a write."""
+    results: list[LedgerResult] = []
+    for key, window, amount, _ in entries:
+        if amount is None:
+            result = release(conn, now, key, rid, window=window, write=write)
+        else:
+            result = settle(conn, now, key, rid, amount, window=window, write=write)
+        if result is None:
+            return None
+        results.append(result)
+    return results
 
 
 def usage(

@@ -24,19 +24,31 @@ import secrets
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import anyio.lowlevel
-from cachetools import TLRUCache
 
 from .._errors import ConfigurationError, LLMGuardError
+from ._memory_cache import MemoryCache
 from ._memory_ledger import MemoryLedger
-from ._roles import LedgerResult, Versioned, Window
+from ._roles import LedgerEntry, LedgerResult, Versioned, Window
 
 __all__ = ["MemoryStore", "PerProcessStoreWarning"]
 
 #: Expired locks, shared values and idle ledger keys are swept every this many commands.
 SWEEP_EVERY = 1024
+
+#: Forks since this module was imported, in this process's line (a counter read on every
+#: command: cheaper than asking the system for the process id each time).
+_forks = [0]
+
+
+def _after_fork_in_child() -> None:
+    _forks[0] += 1
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - every POSIX Python has it
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class PerProcessStoreWarning(LLMGuardError, UserWarning):
@@ -81,14 +93,12 @@ class MemoryStore:
         self._max_entries = max_entries
         self._lock = threading.Lock()
         self._ledger = MemoryLedger()
-        self._cache: TLRUCache[str, tuple[bytes, float], float] = TLRUCache(
-            maxsize=max_entries, ttu=self._cache_expiry, timer=clock
-        )
+        self._cache = MemoryCache(max_entries)
         self._locks: dict[str, tuple[str, float]] = {}  # key -> (token, expires)
         self._values: dict[str, tuple[Versioned, float]] = {}  # key -> (value, expires)
         self._counters: dict[str, tuple[int, float]] = {}  # key -> (count, expires)
         self._commands = 0
-        self._pid = os.getpid()
+        self._forks = _forks[0]
 
     def __repr__(self) -> str:
         return (
@@ -96,10 +106,6 @@ class MemoryStore:
             f"cached={len(self._cache)}, locks={len(self._locks)}, "
             f"values={len(self._values)}, counters={len(self._counters)})"
         )
-
-    @staticmethod
-    def _cache_expiry(key: str, entry: tuple[bytes, float], now: float) -> float:
-        return now + entry[1]  # the entry carries its ttl (inf: no expiry)
 
     def _now(self) -> float:
         """Read the clock and sweep now and then (call with the lock held)."""
@@ -118,15 +124,24 @@ class MemoryStore:
 
     def _check_process(self) -> None:
         """Warn once per process when the store is used in a process it was not made in."""
-        pid = os.getpid()
-        if pid != self._pid:
-            self._pid = pid
+        if self._forks != _forks[0]:
+            self._forks = _forks[0]
             warnings.warn(
                 "this MemoryStore was created in another process (a fork): its budget "
                 "limits now count per process; use SQLiteStore or RedisStore to share them",
                 PerProcessStoreWarning,
                 stacklevel=3,
             )
+
+    def plain_calls(self, *names: str) -> bool:
+        """Whether the commands ``names`` are this class's own here, neither overridden by
+        a subclass nor replaced on the instance: then callers may use the plain-call
+        forms (``get_now``, ``set_now``, ``reserve_all``, ``settle_all_now``) instead,
+        and nothing that wraps a command is bypassed."""
+        cls, own = type(self), vars(self)
+        return all(
+            getattr(cls, name) is getattr(MemoryStore, name) and name not in own for name in names
+        )
 
     # -- BudgetLedger ------------------------------------------------------------------
 
@@ -188,6 +203,48 @@ class MemoryStore:
         with self._lock:
             return self._ledger.release(key, reservation_id, window=window, now=self._now())
 
+    async def reserve_many(
+        self, reservation_id: str, entries: Sequence[LedgerEntry], *, hold: float
+    ) -> list[LedgerResult]:
+        """``reserve`` every entry under one lock, all or none (see ``BatchLedger``): at
+        the first entry that does not fit nothing of this command stays held, and the
+        answer ends with that entry's refusal."""
+        self._check_process()
+        await anyio.lowlevel.checkpoint()
+        with self._lock:
+            return self._ledger.reserve_many(reservation_id, entries, hold=hold, now=self._now())
+
+    async def settle_many(
+        self, reservation_id: str, entries: Sequence[LedgerEntry]
+    ) -> list[LedgerResult]:
+        """``settle`` every entry under one lock (``release`` where ``amount`` is ``None``)."""
+        self._check_process()
+        await anyio.lowlevel.checkpoint()
+        with self._lock:
+            return self._ledger.settle_many(reservation_id, entries, now=self._now())
+
+    # -- what budgets use (internal: see InstantLedger) ----------------------------------
+
+    async def reserve_all(
+        self, reservation_id: str, entries: Sequence[LedgerEntry], *, hold: float
+    ) -> tuple[int, LedgerResult] | None:
+        """``reserve_many`` answering what a budget reads: ``None`` when every entry was
+        reserved, else the index of the entry that did not fit and its refusal."""
+        self._check_process()
+        await anyio.lowlevel.checkpoint()
+        with self._lock:
+            return self._ledger.reserve_all(reservation_id, entries, hold=hold, now=self._now())
+
+    def settle_all_now(
+        self, reservation_id: str, entries: Sequence[LedgerEntry]
+    ) -> list[tuple[int, int, float]]:
+        """``settle_many`` as a plain call, answering ``(used, reserved, reset_at)`` per
+        entry: a command in memory has nothing to wait for, and a settle is never
+        cancelled (a budget ends a call with it)."""
+        self._check_process()
+        with self._lock:
+            return self._ledger.settle_all(reservation_id, entries, now=self._now())
+
     async def usage(self, key: str, *, window: Window, limit: int | None = None) -> LedgerResult:
         """Used, reserved and reset time of ``key`` (``ok`` is always true)."""
         self._check_process()
@@ -204,23 +261,31 @@ class MemoryStore:
         and a lookup that never waits has nothing to cancel.
         """
         with self._lock:
-            self._now()
-            entry = self._cache.get(key)
-            return None if entry is None else entry[0]
+            return self._cache.get(key, self._now())
 
     async def set(self, key: str, value: bytes, *, ttl: float | None) -> None:
         """Store ``value`` for ``ttl`` seconds (``None``: until evicted; ``<= 0``: delete)."""
         await anyio.lowlevel.checkpoint()
         with self._lock:
-            self._now()
-            self._cache[key] = (bytes(value), math.inf if ttl is None else ttl)
+            self._cache.set(key, bytes(value), ttl, self._now())
+
+    def get_now(self, key: str) -> bytes | None:
+        """``get`` as a plain call (what the cache layer uses)."""
+        with self._lock:
+            return self._cache.get(key, self._now())
+
+    def set_now(self, key: str, value: bytes, *, ttl: float | None) -> None:
+        """``set`` as a plain call (what the cache layer uses to store an answer: a write
+        in memory has nothing to wait for, so it needs no checkpoint)."""
+        with self._lock:
+            self._cache.set(key, bytes(value), ttl, self._now())
 
     async def delete(self, key: str) -> None:
         """Remove the value if present."""
         await anyio.lowlevel.checkpoint()
         with self._lock:
             self._now()
-            self._cache.pop(key, None)
+            self._cache.delete(key)
 
     async def acquire_lock(self, key: str, *, ttl: float) -> str | None:
         """Take the lock ``key`` for ``ttl`` seconds: a fresh token, or ``None`` if held.

@@ -21,7 +21,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, TypeVar
@@ -34,7 +34,7 @@ from . import _sqlite_kv as kv
 from . import _sqlite_ledger as ledger
 from ._failure import DEFAULT_TIMEOUT, Outage, check_hold, check_timeout
 from ._memory_ledger import _check_amount
-from ._roles import LedgerResult, Versioned, Window
+from ._roles import LedgerEntry, LedgerResult, Versioned, Window
 from ._sqlite_schema import migrate
 
 __all__ = ["SQLiteStore"]
@@ -204,15 +204,15 @@ class SQLiteStore:
 
     # -- BudgetLedger ------------------------------------------------------------------
 
-    async def _ledger(self, command: Callable[..., LedgerResult | None]) -> LedgerResult:
+    async def _ledger(self, command: Callable[..., T | None]) -> T:
         """Run a ledger command: read-only if it can answer so, else under the write lock."""
 
-        def apply(conn: sqlite3.Connection, now: float) -> LedgerResult:
+        def apply(conn: sqlite3.Connection, now: float) -> T:
             result = command(conn, now, write=True)
             assert result is not None  # with write=True every command answers
             return result
 
-        def precheck(conn: sqlite3.Connection, now: float) -> LedgerResult | None:
+        def precheck(conn: sqlite3.Connection, now: float) -> T | None:
             return command(conn, now, write=False)
 
         return await self._run(apply, "write", precheck)
@@ -268,6 +268,33 @@ class SQLiteStore:
         """Close the reservation without counting; a no-op when unknown or closed."""
         return await self._ledger(
             functools.partial(ledger.release, key=key, rid=reservation_id, window=window)
+        )
+
+    async def reserve_many(
+        self, reservation_id: str, entries: Sequence[LedgerEntry], *, hold: float
+    ) -> list[LedgerResult]:
+        """``reserve`` every entry in one transaction, all or none (see ``BatchLedger``)."""
+        for entry in entries:
+            if entry.amount is None or entry.limit is None:
+                raise ValueError(f"reserve_many needs an amount and a limit: {entry!r}")
+            _check_amount(entry.amount)
+        hold = check_hold(hold)
+        return await self._ledger(
+            functools.partial(
+                ledger.reserve_many, rid=reservation_id, entries=tuple(entries), hold=hold
+            )
+        )
+
+    async def settle_many(
+        self, reservation_id: str, entries: Sequence[LedgerEntry]
+    ) -> list[LedgerResult]:
+        """``settle`` every entry in one transaction (``release`` where ``amount`` is
+        ``None``)."""
+        for entry in entries:
+            if entry.amount is not None:
+                _check_amount(entry.amount)
+        return await self._ledger(
+            functools.partial(ledger.settle_many, rid=reservation_id, entries=tuple(entries))
         )
 
     async def usage(self, key: str, *, window: Window, limit: int | None = None) -> LedgerResult:
