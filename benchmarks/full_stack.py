@@ -22,8 +22,8 @@ Three measurements:
    method: n and 0 measured calls after the same warm-up, so start-up cancels out),
    which does not swing with the machine's load. Skipped without valgrind.
 
-OpenTelemetry: when ``llmguard.OpenTelemetry`` exists, the same stack with it is
-measured too (its target is 1.15x the raw SDK); see ``otel_layer``.
+OpenTelemetry: the same stack with the ``OpenTelemetry`` layer on the OpenTelemetry
+SDK's providers (its target is 1.15x the raw SDK); see ``otel_layer``.
 """
 
 from __future__ import annotations
@@ -101,10 +101,23 @@ def quiet_observe() -> Observe:
     return Observe(logger=logger, callback=lambda record: None)
 
 
+def otel_available() -> bool:
+    return importlib.util.find_spec("opentelemetry") is not None and (
+        importlib.util.find_spec("opentelemetry.sdk") is not None
+    )
+
+
 def otel_layer() -> Any | None:
-    """The OpenTelemetry layer, once it exists (``llmguard.OpenTelemetry``), else None."""
-    layer_class = getattr(llmguard, "OpenTelemetry", None)
-    return None if layer_class is None else layer_class()
+    """The OpenTelemetry layer on the OpenTelemetry SDK's providers, set up as in
+    production (``benchmarks/overhead.py``'s ``otel_layer``: spans through a
+    ``BatchSpanProcessor`` whose exporter drops them, metrics aggregated in memory), or
+    None without the ``otel`` extra. With no SDK set up the layer records nothing and
+    costs almost nothing, which would understate it."""
+    if not otel_available():
+        return None
+    from overhead import otel_layer as sdk_otel_layer
+
+    return sdk_otel_layer()
 
 
 def redis_answers() -> bool:
@@ -116,10 +129,13 @@ def redis_answers() -> bool:
         return False
 
 
-def production_guard(client: Any, store: Any, *, otel: bool = False) -> Guard:
-    """``build_stack`` of the example on ``client`` and ``store``, Observe quiet."""
+def production_guard(client: Any, store: Any, *, otel: bool = False, wire: str = "sdk") -> Guard:
+    """``build_stack`` of the example on ``client`` and ``store``, Observe quiet;
+    ``wire="lean"``: the same stack on the lean wire path (``OpenAIProvider(client,
+    wire="lean")``, sending through the same client's HTTP client and fake transport)."""
     example = load_example()
     settings = example.Settings(
+        wire=wire,
         openai_api_key="sk-bench",
         max_output_tokens=MAX_OUT,
         tokens_per_user_hour=10**12,  # never refused: every call is reserved and settled
@@ -226,9 +242,16 @@ async def run_memory(rounds: int, calls: int) -> dict[str, tuple[float, float]]:
     cases["the production stack (examples/production_fastapi.py)"] = guarded_call(
         production_guard(client, MemoryStore())
     )
-    if otel_layer() is not None:
+    if otel_available():
         cases["the production stack + OpenTelemetry"] = guarded_call(
             production_guard(client, MemoryStore(), otel=True)
+        )
+    cases[VARIANTS["production-lean"]] = guarded_call(
+        production_guard(client, MemoryStore(), wire="lean")
+    )
+    if otel_available():
+        cases[VARIANTS["otel-lean"]] = guarded_call(
+            production_guard(client, MemoryStore(), otel=True, wire="lean")
         )
     return await measure(cases, rounds, calls)
 
@@ -266,6 +289,8 @@ VARIANTS = {
     "guard": "Guard(OpenAIProvider), default 30 s deadline",
     "production": "the production stack (examples/production_fastapi.py)",
     "otel": "the production stack + OpenTelemetry",
+    "production-lean": "the production stack, wire='lean'",
+    "otel-lean": "the production stack + OpenTelemetry, wire='lean'",
 }
 
 
@@ -282,7 +307,14 @@ def worker(variant: str, n: int) -> None:
         steps = list(layer_by_layer(client).values())
         call = guarded_call(steps[int(variant.partition(":")[2])])
     else:
-        call = guarded_call(production_guard(client, MemoryStore(), otel=variant == "otel"))
+        call = guarded_call(
+            production_guard(
+                client,
+                MemoryStore(),
+                otel=variant.startswith("otel"),
+                wire="lean" if variant.endswith("-lean") else "sdk",
+            )
+        )
 
     async def main() -> None:
         for _ in range(WARMUP + n):
@@ -352,8 +384,8 @@ def main() -> None:
         figures,
         "raw openai SDK",
     )
-    if otel_layer() is None:
-        print("(llmguard.OpenTelemetry does not exist yet: no OpenTelemetry variant)")
+    if not otel_available():
+        print("(opentelemetry-sdk is not installed: no OpenTelemetry variant)")
 
     if not args.redis:
         pass
@@ -371,8 +403,11 @@ def main() -> None:
     variants = list(COUNTED)
     if args.by_layer:  # the steps between the bare Guard and the full stack
         variants[2:2] = [f"layers:{k}" for k in range(1, 6)]
-    if otel_layer() is not None:
+    if otel_available():
         variants.append("otel")
+    variants.append("production-lean")
+    if otel_available():
+        variants.append("otel-lean")
     n = args.counted_calls
     counts = {v: (instructions(v, n) - instructions(v, 0)) / n for v in variants}
     print(f"\ninstructions per call (callgrind, {n} calls after {WARMUP} warm-up), MemoryStore")

@@ -32,7 +32,8 @@ run it and try it:
 Environment: ``OPENAI_API_KEY`` (unset: offline), ``OPENAI_BASE_URL``, ``LLMGUARD_MODEL``
 (gpt-4o-mini), ``LLMGUARD_FALLBACK_MODEL`` (gpt-4.1-nano), ``LLMGUARD_STORE`` (``redis``,
 the default, or ``memory``), ``LLMGUARD_REDIS_URL`` (redis://127.0.0.1:6379/0),
-``LLMGUARD_TOKENS_PER_USER_HOUR`` (50000), ``LLMGUARD_USD_PER_DAY`` (20), ``LLMGUARD_OTEL``.
+``LLMGUARD_TOKENS_PER_USER_HOUR`` (50000), ``LLMGUARD_USD_PER_DAY`` (20), ``LLMGUARD_OTEL``,
+``LLMGUARD_WIRE`` (``sdk``, or ``lean`` for llmguard's lean wire client).
 docs/production.md explains each piece.
 """
 
@@ -110,12 +111,16 @@ class Settings:
     breaker_failures: int = 5
     breaker_reset: float = 30.0
     otel: bool = False  # spans and metrics through OpenTelemetry's global providers
+    wire: Literal["sdk", "lean"] = "sdk"  # "lean": llmguard's own Chat Completions client
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         store = env.get("LLMGUARD_STORE", "redis")
         if store not in ("redis", "memory"):
             raise llmguard.ConfigurationError(f"LLMGUARD_STORE is redis or memory, not {store!r}")
+        wire = env.get("LLMGUARD_WIRE", "sdk")
+        if wire not in ("sdk", "lean"):
+            raise llmguard.ConfigurationError(f"LLMGUARD_WIRE is sdk or lean, not {wire!r}")
         return cls(
             openai_api_key=env.get("OPENAI_API_KEY") or None,
             openai_base_url=env.get("OPENAI_BASE_URL") or None,
@@ -127,6 +132,7 @@ class Settings:
             usd_per_day=env.get("LLMGUARD_USD_PER_DAY", cls.usd_per_day),
             otel=env.get("LLMGUARD_OTEL", "").lower() in ("1", "true", "yes")
             or bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT")),
+            wire="lean" if wire == "lean" else "sdk",
         )
 
 
@@ -283,7 +289,7 @@ def build_stack(
             client = openai.AsyncOpenAI(
                 api_key=settings.openai_api_key, base_url=settings.openai_base_url, max_retries=0
             )
-    provider = OpenAIProvider(client)
+    provider = OpenAIProvider(client, wire=settings.wire)
     cache = Cache(store, scope="user", ttl=settings.cache_ttl, store_if=cacheable)
     budget = Budget(
         Limit(tokens=settings.tokens_per_user_hour, per="hour", scope="user", name="user-hourly"),

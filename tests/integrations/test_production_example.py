@@ -129,10 +129,13 @@ def models(endpoint: FakeOpenAIEndpoint) -> list[str]:
 
 
 @pytest.mark.anyio
-async def test_second_identical_question_is_a_cache_hit_scoped_per_user(store: Any) -> None:
+@pytest.mark.parametrize("wire", ["sdk", "lean"])
+async def test_second_identical_question_is_a_cache_hit_scoped_per_user(
+    store: Any, wire: str
+) -> None:
     endpoint = FakeOpenAIEndpoint(default="Paris.")
     with capture_records() as records:
-        async with running(store, endpoint) as http:
+        async with running(store, endpoint, wire=wire) as http:
             ask = {"question": "Capital of France?"}
             first = await http.post("/chat", json=ask, headers=ALICE)
             again = await http.post("/chat", json=ask, headers=ALICE)
@@ -174,11 +177,12 @@ async def test_budget_spent_answers_429_with_retry_after(store: Any) -> None:
 
 
 @pytest.mark.anyio
-async def test_failing_primary_falls_back_to_the_cheaper_model(store: Any) -> None:
+@pytest.mark.parametrize("wire", ["sdk", "lean"])
+async def test_failing_primary_falls_back_to_the_cheaper_model(store: Any, wire: str) -> None:
     endpoint = FakeOpenAIEndpoint(default="From the small model.")
     endpoint.when(lambda r: r.json["model"] == PRIMARY).reply(FakeReply.server_error(500))
     with capture_records() as records:
-        async with running(store, endpoint) as http:
+        async with running(store, endpoint, wire=wire) as http:
             answer = await http.post("/chat", json={"question": "hi"}, headers=ALICE)
     assert answer.json() == {"answer": "From the small model.", "model": CHEAP, "cached": False}
     assert models(endpoint) == [PRIMARY] * 3 + [CHEAP]  # three attempts, then the fallback
@@ -403,6 +407,13 @@ def test_settings_from_the_environment() -> None:
     assert settings.openai_api_key is None and settings.redis_url == REDIS_URL
     with pytest.raises(example.llmguard.ConfigurationError):
         example.Settings.from_env({"LLMGUARD_STORE": "postgres"})
+    assert settings.wire == "sdk"
+    assert example.Settings.from_env({"LLMGUARD_WIRE": "lean"}).wire == "lean"
+    for wire in ("sdk", "lean"):
+        stack = example.build_stack(example.Settings(store="memory", wire=wire))
+        assert stack.guard.provider.wire == wire  # type: ignore[attr-defined]
+    with pytest.raises(example.llmguard.ConfigurationError, match="LLMGUARD_WIRE"):
+        example.Settings.from_env({"LLMGUARD_WIRE": "fast"})
 
 
 @pytest.mark.anyio

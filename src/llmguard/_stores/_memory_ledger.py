@@ -54,6 +54,9 @@ class _Account:
     closed: dict[str, float] = field(default_factory=dict)  # id -> forget after
     usage: dict[Window, _Usage] = field(default_factory=dict)
     held: int = 0  # the sum of the holds' amounts, kept in step with ``holds``
+    # No hold expires before this (a lower bound: dropping a hold leaves it as it is),
+    # so a command scans the holds for expired ones only once one may have expired.
+    earliest: float = math.inf
     # The window last counted in and its usage: a budget uses the same Window object
     # call after call, and an identity test is cheaper than hashing a Window.
     last_window: Window | None = None
@@ -62,9 +65,10 @@ class _Account:
     def prune(self, now: float) -> None:
         """Drop expired reservations and closed ids past their memory."""
         holds = self.holds
-        if holds:
+        if now > self.earliest:
             for rid in [rid for rid, h in holds.items() if now > h.expires]:
                 self.held -= holds.pop(rid).amount
+            self.earliest = min((h.expires for h in holds.values()), default=math.inf)
         # Closed ids are kept in the order they closed: drop from the oldest while they
         # are past their memory (O(dropped), not a scan of every id on every command; an
         # id behind a longer-remembered one is forgotten when that one is).
@@ -124,6 +128,8 @@ class _Account:
         """Hold ``amount`` under a new reservation ``rid``."""
         self.holds[rid] = _Hold(amount, expires, hold)
         self.held += amount
+        if expires < self.earliest:
+            self.earliest = expires
 
     def drop(self, rid: str) -> _Hold | None:
         """Forget the reservation ``rid`` (not closing it); what it held."""
@@ -234,6 +240,8 @@ class MemoryLedger:
         current.amount += amount
         account.held += amount
         current.expires = now + hold
+        if current.expires < account.earliest:
+            account.earliest = current.expires
         current.hold = max(current.hold, hold)
         if current.steps is None:
             current.steps = set()
@@ -310,8 +318,11 @@ class MemoryLedger:
                     if results is not None:
                         results.append(refused)
                     return index, refused
-                account.holds[rid] = _Hold(amount, now + hold, hold)
+                expires = now + hold
+                account.holds[rid] = _Hold(amount, expires, hold)
                 account.held += amount
+                if expires < account.earliest:
+                    account.earliest = expires
                 made.append(account)
             if results is not None:
                 results.append(
