@@ -37,7 +37,8 @@ class _Factory:
         return "<factory>"
 
 
-_FACTORY = _Factory()
+#: dataclasses' own marker when it has one, so that ``inspect.signature`` is equal too
+_FACTORY: Any = getattr(dataclasses, "_HAS_DEFAULT_FACTORY", None) or _Factory()
 
 
 def fast_init(cls: type[T]) -> type[T]:
@@ -95,14 +96,22 @@ def _replacer(
     namespace["_KEEP"] = _KEEP
     namespace["_new"] = object.__new__
     namespace["_cls"] = cls
+    namespace["_slow"] = dataclasses.replace
     names = [field.name for field in params]
-    body = ["new = _new(_cls)"]
+    # An instance of a subclass (its own fields, its own __init__): dataclasses.replace.
+    namespace["_type"] = type
+    changed = ", ".join(f"{n!r}: {n}" for n in names)
+    body = [
+        "if _type(self) is not _cls:",
+        f"    return _slow(self, **{{k: v for k, v in {{{changed}}}.items() if v is not _KEEP}})",
+        "new = _new(_cls)",
+    ]
     body += [f"_set_{n}(new, self.{n} if {n} is _KEEP else {n})" for n in names]
     if hasattr(cls, "__post_init__"):
         body.append("new.__post_init__()")
     body.append("return new")
-    keywords = ", ".join(f"{n}=_KEEP" for n in names)
-    source = f"def __replace__(self, *, {keywords}):\n    " + "\n    ".join(body)
+    keywords = "".join(f", {n}=_KEEP" for n in names)
+    source = f"def __replace__(self{keywords and ', *'}{keywords}):\n    " + "\n    ".join(body)
     exec(source, namespace)  # code built from the dataclass's own field names
     replacer = namespace["__replace__"]
     replacer.__qualname__ = f"{cls.__qualname__}.__replace__"
@@ -113,7 +122,7 @@ def _replacer(
 def replace(obj: T, /, **changes: Any) -> T:
     """``dataclasses.replace(obj, **changes)``, through the fast ``__replace__`` that
     ``fast_init`` gives a class (any other dataclass: ``dataclasses.replace`` itself)."""
-    replacer = getattr(type(obj), "__replace__", None)
+    replacer = vars(type(obj)).get("__replace__")  # a subclass's fields: not inherited
     if replacer is None or getattr(replacer, "__module__", "") == "dataclasses":
         return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
     return replacer(obj, **changes)  # type: ignore[no-any-return]

@@ -149,7 +149,7 @@ class _Scoped:
         scope = self._scope = timer.scope_class(shield=bound._shield)
         scope.__enter__()
         at = timer.add(scope)
-        if not bound._shield and at < _BOUND_AT.get():
+        if at < _BOUND_AT.get() or bound._shield:  # a shield hides the outer bounds
             self._token = _BOUND_AT.set(at)
         return scope
 

@@ -268,6 +268,11 @@ def reserve_many(
             return results
         if not write:
             made.append(key)  # would hold: the answer needs the write lock
+            used, reset_at = _used(conn, key, window, now)  # ... unless a later one refuses
+            reserved = _reserved(conn, key, now) + amount  # (then it answers as held)
+            results.append(
+                LedgerResult(ok=True, used=used, reserved=reserved, limit=limit, reset_at=reset_at)
+            )
             continue
         conn.execute(
             "INSERT OR REPLACE INTO ledger_holds (scope, rid, amount, expires, hold, steps) "
