@@ -248,10 +248,10 @@ class Stack:
 
     async def start(self) -> None:
         """Connect to Redis now (a worker that cannot count budgets should not start),
-        and load the price database now rather than on the first call."""
+        and load the price database and the token counting now, not on the first call."""
         if isinstance(self.store, RedisStore):
             await self.store.connect()
-        await self.budget.pricing.load()
+        await self.budget.prepare(self.settings.model, self.settings.fallback_model)
 
     async def aclose(self) -> None:
         await self.client.close()

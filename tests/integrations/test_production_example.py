@@ -114,11 +114,11 @@ async def running(
         telemetry=telemetry,
     )
     async with app.router.lifespan_context(app):
-        # The budget decides how to count each model's tokens once, in a worker thread;
-        # do it now, so no call waits on a thread (trio's MockClock would jump meanwhile).
-        estimator = app.state.stack.budget._engine.estimator
-        for model in (PRIMARY, CHEAP):
-            await estimator.prepare(model)
+        # The lifespan ran Budget.prepare: no call waits on a worker thread (trio's
+        # MockClock would jump meanwhile).
+        budget = app.state.stack.budget
+        assert budget.pricing.loaded
+        assert all(budget._engine.estimator.ready(model) for model in (PRIMARY, CHEAP))
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             yield http

@@ -152,6 +152,20 @@ class Budget(BaseLayer):
         limits = ", ".join(repr(limit) for limit in self.limits)
         return f"Budget({limits}, store={self._engine.store!r})"
 
+    async def prepare(self, *models: str) -> None:
+        """Do now, once, what the first call would otherwise do on the way: load the
+        price database and decide how each of ``models`` has its input tokens counted
+        (tiktoken's cached encoding or the heuristic), both in a worker thread.
+
+        Call it at start-up (a web app's lifespan) so no user's first call waits for
+        it; calls work the same without it.
+        """
+        engine = self._engine
+        if not engine.pricing.loaded:
+            await engine.pricing.load()
+        for model in models:
+            await engine.estimator.prepare(model)
+
     async def complete(self, request: Request, call_next: Handler) -> Response:
         """Reserve, call inward, settle; the response carries the call's cost."""
         ticket = await self._engine.open(current_call(), request)
