@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
+from ._cache_key import one_shot_encoder
 from ._errors import ConfigurationError
 from ._fast_init import fast_init
 from ._types import (
@@ -110,33 +110,11 @@ def _payload(answer: CachedAnswer) -> list[Any]:
     return [r.text, calls, r.finish_reason, _usage(r.usage), r.model, r.provider, r.id, events]
 
 
-def _json_encoder() -> Callable[[Any], str]:
-    """``json.dumps(value, separators=(",", ":"), ensure_ascii=False)`` with its C encoder
-    made once, not on every call (that costs more than encoding an answer). A payload
-    is plain lists, strings, numbers and ``None``: never circular, so unchecked."""
-    plain = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # pragma: no cover - a Python without json's C accelerator
-        return plain.encode
-    c_encode = make(
-        None,  # no circular check
-        plain.default,
-        json.encoder.encode_basestring,  # ensure_ascii=False
-        None,  # no indent
-        plain.key_separator,
-        plain.item_separator,
-        plain.sort_keys,
-        plain.skipkeys,
-        plain.allow_nan,
-    )
-
-    def encode(value: Any) -> str:
-        return "".join(c_encode(value, 0))
-
-    return encode
-
-
-_json_encode = _json_encoder()
+# ``json.dumps(value, separators=(",", ":"), ensure_ascii=False)``: a payload is plain
+# lists, strings, numbers and ``None``, never circular, so unchecked.
+_json_encode = one_shot_encoder(
+    json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
+)
 
 
 def encode_answer(answer: CachedAnswer, serializer: Serializer = "json") -> bytes:

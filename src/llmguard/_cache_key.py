@@ -29,6 +29,7 @@ __all__ = [
     "canonical_json",
     "check_scope",
     "key_prefix",
+    "one_shot_encoder",
     "request_key",
     "request_material",
     "scope_of",
@@ -83,23 +84,28 @@ _encoder = json.JSONEncoder(
 )
 
 
-def _one_shot_encoder() -> Callable[[Any], str]:
-    """``_encoder.encode``, with its C encoder built once, not on every call (that
-    costs as much as encoding a short request). The same text: the same options, and
-    ``JSONEncoder`` itself hands them to the same C encoder."""
+def one_shot_encoder(encoder: json.JSONEncoder) -> Callable[[Any], str]:
+    """``encoder.encode``, with its C encoder built once, not on every call (that costs
+    as much as encoding a short request). The same text: the same options, and
+    ``JSONEncoder`` itself hands them to the same C encoder. The encoder must not check
+    for circles (``check_circular=False``) nor indent: its values are never circular."""
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:  # pragma: no cover - a Python without json's C accelerator
-        return _encoder.encode
+        return encoder.encode
+    assert not encoder.check_circular
+    assert encoder.indent is None
     c_encode = make(
         None,  # no circular check (check_circular=False)
-        _encoder.default,
-        json.encoder.encode_basestring,  # ensure_ascii=False
+        encoder.default,
+        json.encoder.encode_basestring_ascii
+        if encoder.ensure_ascii
+        else json.encoder.encode_basestring,
         None,  # no indent
-        _encoder.key_separator,
-        _encoder.item_separator,
-        _encoder.sort_keys,
-        _encoder.skipkeys,
-        _encoder.allow_nan,
+        encoder.key_separator,
+        encoder.item_separator,
+        encoder.sort_keys,
+        encoder.skipkeys,
+        encoder.allow_nan,
     )
 
     def encode(value: Any) -> str:
@@ -108,7 +114,7 @@ def _one_shot_encoder() -> Callable[[Any], str]:
     return encode
 
 
-_encode = _one_shot_encoder()
+_encode = one_shot_encoder(_encoder)
 
 
 def canonical_json(value: Any) -> bytes:
