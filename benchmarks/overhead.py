@@ -19,8 +19,10 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import anyio
@@ -192,7 +194,7 @@ COLD = {
     "+ OpenAIProvider(wire='lean')": (
         "import llmguard; llmguard.OpenAIProvider(api_key='sk-x', wire='lean')"
     ),
-    "+ its HTTP client built (first request)": (
+    "+ its HTTP client built (no request yet)": (
         "import llmguard; llmguard.OpenAIProvider(api_key='sk-x', wire='lean')._lean.http_client"
     ),
     "+ the same, trio not installed": (
@@ -200,9 +202,77 @@ COLD = {
         "llmguard.OpenAIProvider(api_key='sk-x', wire='lean')._lean.http_client"
     ),
     "+ OpenAIProvider() (the SDK path)": "import llmguard; llmguard.OpenAIProvider(api_key='sk-x')",
+    "+ an event loop run (no request)": (
+        "import anyio, llmguard; llmguard.OpenAIProvider(api_key='sk-x', wire='lean'); "
+        "anyio.run(anyio.lowlevel.checkpoint)"
+    ),
 }
 # httpcore2 imports trio when it is installed (it is, in the dev environment): the
-# "trio not installed" line hides it, as in a deployment without trio.
+# "trio not installed" lines hide it, as in a deployment without trio.
+
+_NO_TRIO = "import sys; sys.modules['trio'] = None\n"
+_FIRST_REQUEST = """
+import os, anyio, llmguard
+provider = llmguard.OpenAIProvider(
+    api_key='sk-x', base_url=os.environ['LLMGUARD_BENCH_URL'], wire='lean'{client}
+)
+async def first() -> None:
+    await provider.complete(llmguard.Request.create(model='m', user='hi'))
+anyio.run(first)
+{tls}
+"""
+# The first request on the lean path, to a loopback server of the parent process
+# (plain HTTP), and the TLS context the first https request builds (the handshake
+# itself is the network's); before: the httpx2 client llmguard built until now (its
+# TLS context is built with it).
+_LEAN_TLS = "from llmguard._providers._lean_env import default_ssl_context; default_ssl_context()"
+_HTTPX2 = (
+    ", http_client=__import__('httpx2').AsyncClient(timeout=60.0, follow_redirects=True, "
+    "limits=__import__('httpx2').Limits(max_connections=1000, max_keepalive_connections=100))"
+)
+COLD.update(
+    {
+        "+ first request: lean client, TLS context": _FIRST_REQUEST.format(
+            client="", tls=_LEAN_TLS
+        ),
+        "+ the same (lean), trio not installed": _NO_TRIO
+        + _FIRST_REQUEST.format(client="", tls=_LEAN_TLS),
+        "+ first request: httpx2 (until now)": _FIRST_REQUEST.format(client=_HTTPX2, tls=""),
+        "+ the same (httpx2), trio not installed": _NO_TRIO
+        + _FIRST_REQUEST.format(client=_HTTPX2, tls=""),
+    }
+)
+
+
+class _Answer(BaseHTTPRequestHandler):
+    """A chat completion for every POST (HTTP/1.1, keep-alive), for the cold starts."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # the head and the body leave at once
+    body = (
+        b'{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,'
+        b'"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],'
+        b'"usage":{"prompt_tokens":1,"completion_tokens":1}}'
+    )
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def loopback_server() -> ThreadingHTTPServer:
+    """A server on 127.0.0.1 answering in a thread; its base URL goes to the children."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    os.environ["LLMGUARD_BENCH_URL"] = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    return server
 
 
 def cold_starts(runs: int) -> dict[str, tuple[float, float]]:
@@ -259,7 +329,9 @@ def main() -> None:
             ]
             print(f"{name:50} {micros:9.2f} {micros / raw:17.3f}")
 
+    server = loopback_server()
     cold = cold_starts(args.import_runs)
+    server.shutdown()
     empty = cold["python -c pass"][0]
     ours = cold["import llmguard"][0]
     heavy = subprocess.run(

@@ -1,4 +1,5 @@
-"""Running one call on both wires (``wire="sdk"`` and ``wire="lean"``) and comparing
+"""Running one call on both wires (``wire="sdk"`` and ``wire="lean"``, and the lean wire
+on llmguard's own HTTP client over a loopback socket) and comparing
 everything the caller can see: the response, every event, the assembled stream
 response, the error's class, message, status, ``retryable``, ``retry_after`` and
 request id, the call record, what reached the wire and what happened to the body."""
@@ -21,10 +22,14 @@ from llmguard import (
 )
 from llmguard.testing import FakeOpenAIEndpoint, capture_records
 
+from ._loopback import endpoint_app, serve
 from .conftest import OPENAI_MAJOR
 
-Wire = Literal["sdk", "lean"]
+Wire = Literal["sdk", "lean", "h11"]
 WIRES: tuple[Wire, ...] = ("sdk", "lean")
+# The lean path on llmguard's own HTTP client (``api_key=``, no SDK client), against
+# the endpoint served on a loopback socket; a timeout there is a real (short) one.
+LOOPBACK_TIMEOUT = 0.5
 REQUEST = Request.create(model="gpt-4o-mini", system="Be brief.", user="hi")
 
 
@@ -145,6 +150,15 @@ async def on_both(
         strict=True,
     ):
         assert ours == theirs, f"{part} differs:\n lean: {ours!r}\n sdk:  {theirs!r}"
+    outcomes["h11"] = h11 = await on_loopback(make_endpoint, action, **provider_kw)
+    for part, ours, theirs in zip(
+        ("response", "repr", "events", "error", "record"),
+        h11.comparable(),
+        sdk.comparable(),
+        strict=True,
+    ):
+        assert ours == theirs, f"{part} differs:\n h11: {ours!r}\n sdk: {theirs!r}"
+    assert [w[:4] for w in h11.wire] == [w[:4] for w in sdk.wire]
     message = f"wire differs:\n lean: {lean.wire}\n sdk:  {sdk.wire}"
     if OPENAI_MAJOR >= 3:
         assert lean.wire == sdk.wire, message
@@ -155,3 +169,30 @@ async def on_both(
                 assert ours[4][:2] == theirs[4][:2], message
                 assert ours[4][3] >= theirs[4][3], message
     return outcomes
+
+
+async def on_loopback(
+    make_endpoint: Callable[[], FakeOpenAIEndpoint], action: Action, **provider_kw: Any
+) -> Outcome:
+    """``action`` on ``OpenAIProvider(api_key=..., wire="lean")``: llmguard's own HTTP
+    client, the endpoint served on 127.0.0.1. A scripted refused connection closes the
+    accepted socket unanswered, which no client can tell from a server that hung up:
+    its message names ``RemoteProtocolError`` where httpx names ``ConnectError``."""
+    endpoint = make_endpoint()
+    async with serve(endpoint_app(endpoint)) as server:
+        provider = OpenAIProvider(
+            api_key="sk-test-fake-openai-endpoint",
+            base_url=f"{server.url}/v1",
+            wire="lean",
+            timeout=LOOPBACK_TIMEOUT,
+            **provider_kw,
+        )
+        try:
+            outcome = await action(provider)
+        finally:
+            await provider.aclose()
+    outcome.wire = served(endpoint)
+    if outcome.error is not None and any(w[3] == "ConnectError" for w in outcome.wire):
+        message = str(outcome.error[1]).replace("RemoteProtocolError", "ConnectError")
+        outcome.error = (outcome.error[0], message, *outcome.error[2:])
+    return outcome

@@ -627,9 +627,12 @@ async def test_openai_3_on_a_legacy_httpx_client(seconds: float | None) -> None:
     assert json.loads(lean.content) == json.loads(sdk.content)
 
 
-async def test_built_by_llmguard_the_http_client_is_built_as_the_sdk_builds_its_own() -> None:
+async def test_built_by_llmguard_the_http_client_is_built_as_the_sdk_builds_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import httpx2
 
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # httpx2, not llmguard's own
     provider = OpenAIProvider(api_key=KEY, wire="lean", timeout=12.0)
     assert provider._lean is not None
     client = provider._lean.http_client
@@ -648,6 +651,7 @@ async def test_without_httpx2_the_lean_wire_builds_an_httpx_client(
     import httpx
 
     monkeypatch.setitem(sys.modules, "httpx2", None)
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # httpx, not llmguard's own
     provider = OpenAIProvider(api_key=KEY, wire="lean", base_url="http://127.0.0.1:9/v1")
     assert provider._lean is not None
     client = provider._lean.http_client

@@ -7,6 +7,8 @@ odd JSON) run on both wires; ``on_both`` asserts that the response, every event,
 stream's assembled response, the error (class, message, status, ``retryable``,
 ``retry_after``, request id, provider), the call record and what happened on the wire
 are equal. ``make test`` runs this file on openai 3.x (httpx2) and on 2.x (httpx).
+Every case also runs on ``OpenAIProvider(api_key=..., wire="lean")``, llmguard's own
+HTTP/1.1 client, against the endpoint served on a loopback socket (``on_loopback``).
 """
 
 from __future__ import annotations

@@ -282,9 +282,11 @@ _CONNECTION_ROOTS = frozenset({"RequestError"})
 def transport_kind(exc: BaseException) -> str | None:
     """``"timeout"`` or ``"connection"`` for httpx/httpx2 transport errors (and the TLS
     and anyio errors the openai SDK counts as connection errors), without importing
-    either library."""
+    either library; the lean HTTP client's own errors say their kind themselves."""
     for cls in type(exc).__mro__:
         module = cls.__module__.split(".")[0]
+        if module == "llmguard" and cls.__name__ == "LeanHTTPError":
+            return str(getattr(exc, "kind", "connection"))
         if module in ("ssl", "_ssl") and cls.__name__ == "SSLError":
             return "connection"
         if module == "anyio" and cls.__name__ == "EndOfStream":

@@ -117,6 +117,16 @@ class LeanChat:
         """The HTTP client requests go through (built now if it was not yet)."""
         return self._bind().client
 
+    async def aclose(self) -> None:
+        """Close the HTTP client llmguard built, with its connections (a client given
+        with the SDK client stays open: it is the caller's); the next request builds a
+        new one."""
+        bound = self._bound
+        if bound is None or self.setup.client is not None:
+            return
+        self._bound = None
+        await bound.client.aclose()
+
     def _bind(self) -> Bound:
         bound = self._bound
         if bound is None:

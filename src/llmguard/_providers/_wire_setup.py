@@ -6,8 +6,10 @@ Read once, when the provider is built: the base URL, the API key (as the
 headers and query, its timeout, and its HTTP client (``httpx2.AsyncClient`` under
 openai 3.x, ``httpx.AsyncClient`` under 2.x), which the lean path sends through, so the
 transport, connection pool, proxies and cookies stay the client's own. Without a
-client, llmguard builds one (as the SDK would) on the first request: ``httpx2`` and
-its TLS context load then, not when the provider is built.
+client, llmguard builds its own small HTTP/1.1 client (``_lean_http``) on the first
+request, with the SDK's timeouts, limits and trusted CAs; when a proxy variable
+applies to the base URL, it builds an ``httpx2.AsyncClient`` (as the SDK would)
+instead, which speaks to proxies.
 """
 
 from __future__ import annotations
@@ -63,7 +65,12 @@ class WireSetup:
         """The setup in the HTTP client's library (building the client if there is none)."""
         client = self.client
         if client is None:
-            http = _default_http()
+            from ._lean_env import proxy_applies
+
+            scheme = self.base_url.partition("://")[0].lower()
+            if not proxy_applies(scheme):
+                return self._bind_lean()
+            http = _default_http()  # a proxy: httpx2 speaks to it, as the SDK would
             client = http.AsyncClient(
                 timeout=self.timeout,
                 limits=http.Limits(
@@ -81,6 +88,21 @@ class WireSetup:
             headers=http.Headers(list(self.headers)),
             timeout=_timeout(http, self.timeout),
         )
+
+    def _bind_lean(self) -> Bound:
+        """llmguard's own HTTP/1.1 client (``_lean_http``): no httpx2 to import."""
+        from urllib.parse import urlsplit, urlunsplit
+
+        from ._lean_http import LeanClient, Timeouts
+
+        timeouts = Timeouts.of(self.timeout)
+        client = LeanClient(
+            timeout=timeouts, max_connections=_MAX_CONNECTIONS, max_keepalive=_MAX_KEEPALIVE
+        )
+        base = urlsplit(self.base_url)
+        path = base.path if base.path.endswith("/") else base.path + "/"
+        url = urlunsplit((base.scheme, base.netloc, path + _PATH.decode(), base.query, ""))
+        return Bound(client=client, url=url, headers=self.headers, timeout=timeouts)
 
 
 def http_module_of(client: object) -> ModuleType | None:

@@ -127,6 +127,7 @@ class OpenAIProvider:
             "http_client": http_client,
         }
         self._lean: LeanChat | None = None
+        self._owns_client = False  # the SDK client is llmguard's (built by _build_client)
         key: object
         if wire == "lean":
             from ._wire_setup import setup_from_args, setup_from_client
@@ -179,6 +180,7 @@ class OpenAIProvider:
                 'OpenAIProvider needs openai: pip install "llmguard[openai]"'
             ) from exc
         settings = self._settings
+        self._owns_client = True
         api_key = settings["api_key"]
         if api_key is None and self._lean is not None:
             api_key = self._lean.setup.api_key
@@ -209,6 +211,18 @@ class OpenAIProvider:
         if self._client is None:
             self._client = self._build_client()
         return self._client
+
+    async def aclose(self) -> None:
+        """Close the connections llmguard opened for this provider: the lean path's
+        HTTP client and an SDK client llmguard built. A client you passed stays open
+        (it is yours). The provider can still be used: it connects again."""
+        if self._lean is not None:
+            await self._lean.aclose()
+        client = self._client
+        # an SDK client built on your http_client would close that too: left open
+        if self._owns_client and client is not None and self._settings["http_client"] is None:
+            self._client = None if self._lean is not None else self._build_client()
+            await client.close()
 
     @property
     def wire(self) -> Literal["sdk", "lean"]:
