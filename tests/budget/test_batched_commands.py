@@ -68,7 +68,6 @@ async def state(store: Any, batch: Sequence[LedgerEntry]) -> list[tuple[int, int
     return out
 
 
-@pytest.mark.parametrize("harness", ["memory", "sqlite"], indirect=True)
 async def test_reserve_many_and_settle_many_answer_as_the_single_commands(
     harness: Harness,
 ) -> None:
@@ -110,7 +109,6 @@ async def test_reserve_many_and_settle_many_answer_as_the_single_commands(
     assert await store.settle_many("r5", []) == []
 
 
-@pytest.mark.parametrize("harness", ["memory", "sqlite"], indirect=True)
 async def test_a_bad_entry_changes_nothing(harness: Harness) -> None:
     store = harness.store
     good = entries("k", 5)[0]

@@ -251,7 +251,7 @@ async def test_a_sequence_of_calls_leaves_the_same_figures_every_way(harness: Ha
     for mode, (other_outcomes, other_after) in results.items():
         assert other_outcomes == outcomes, mode
         assert other_after == after, mode
-    assert set(results) == ({"direct", "batched"} if harness.kind != "redis" else {"direct"})
+    assert set(results) == {"direct", "batched"}  # every store batches
 
 
 async def test_a_cancelled_call_releases_every_line(harness: Harness) -> None:

@@ -260,9 +260,9 @@ class BatchLedger(Protocol):
     """The batched commands a ``BudgetLedger`` may also offer, for several keys under one
     reservation id in one command (one lock, one transaction, one round trip).
 
-    A budget with several limits uses them when its store has them (``MemoryStore``
-    and ``SQLiteStore`` do), and otherwise sends one command per key. Each entry obeys
-    the rules of the single-key command, idempotence included.
+    A budget with several limits uses them when its store has them (``MemoryStore``,
+    ``SQLiteStore`` and ``RedisStore`` do), and otherwise sends one command per key.
+    Each entry obeys the rules of the single-key command, idempotence included.
     """
 
     async def reserve_many(

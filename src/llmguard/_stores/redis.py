@@ -10,7 +10,9 @@
   for moving Redis's expiry along.)
 - Every key of one budget scope, cache key or lock carries one hash tag, so a script
   only touches one slot; keys expire (``PEXPIRE``) once what they hold no longer
-  counts. See ``_redis_keys`` for the layout.
+  counts. See ``_redis_keys`` for the layout. (The batched ledger commands take
+  several scopes' keys in one script; on a cluster, when those sit in several slots,
+  one script per key: see ``_redis_batch``.)
 - Bounded failure: no answer within ``timeout`` (default 250 ms), a refused or cut
   connection, or any Redis error raises ``StoreUnavailable`` with the cause attached;
   an outage logs one warning; the next success ends it, with no restart.
@@ -38,9 +40,10 @@ from .._errors import ConfigurationError
 from ._deadline import Deadlines
 from ._failure import DEFAULT_TIMEOUT, Outage, check_hold, check_timeout
 from ._memory_ledger import _check_amount
+from ._redis_batch import BatchRunner, check_reserve_entries, check_settle_entries
 from ._redis_client import SCRIPTS, build_client, build_cluster, import_redis, script_source
 from ._redis_keys import DEFAULT_PREFIX, KeyLayout, WindowArgs
-from ._roles import LedgerResult, Versioned, Window
+from ._roles import LedgerEntry, LedgerResult, Versioned, Window
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
@@ -100,6 +103,7 @@ class RedisStore:
         self._in_flight: anyio.Semaphore | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._windows = WindowArgs()
+        self._batch = BatchRunner(self, redis.crc.key_slot if self._cluster else None)
         self._skew = 0.0  # server clock minus ours, from the last ledger answer
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._deadlines: Deadlines | None = None  # the bounds' one timer (_deadline.py)
@@ -366,6 +370,24 @@ class RedisStore:
     async def usage(self, key: str, *, window: Window, limit: int | None = None) -> LedgerResult:
         """Used, reserved and reset time of ``key`` (``ok`` is always true)."""
         return await self._ledger("usage", key, "", 0, limit=limit, window=window, hold=0.0)
+
+    # -- BatchLedger ------------------------------------------------------------------
+
+    async def reserve_many(
+        self, reservation_id: str, entries: Sequence[LedgerEntry], *, hold: float
+    ) -> list[LedgerResult]:
+        """``reserve`` every entry, all or none (see ``BatchLedger``): one script call
+        (on a cluster, when the keys' slots differ, one per key; see ``_redis_batch``)."""
+        check_reserve_entries(entries)
+        return await self._batch.reserve_many(reservation_id, entries, check_hold(hold))
+
+    async def settle_many(
+        self, reservation_id: str, entries: Sequence[LedgerEntry]
+    ) -> list[LedgerResult]:
+        """``settle`` every entry (``release`` where ``amount`` is ``None``): one script
+        call (on a cluster, when the keys' slots differ, one per key)."""
+        check_settle_entries(entries)
+        return await self._batch.settle_many(reservation_id, entries)
 
     # -- CacheStore --------------------------------------------------------------------
     # Values are plain commands, no script. They skip the cancellation check before

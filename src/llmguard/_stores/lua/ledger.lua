@@ -1,41 +1,62 @@
 -- llmguard: the budget ledger, one command per call, atomic (MemoryLedger's semantics).
 --
--- KEYS (one hash tag, so one slot on a cluster):
---   [1] H  hash   'r' = sum of open reservations; 'h:<rid>' = msgpack {amount, hold, steps}
---   [2] E  zset   'h:<rid>' scored by when the reservation expires (it is open while
---                 NOW <= score); 'c:<rid>' scored by when a closed id is forgotten
---   [3] W  hash   '<wid>|s', '<wid>|t': start and total of a fixed or month window;
---                 '<wid>|t' the total of a forever or sliding window; '|forever' set
---                 once a forever window counts here (W then never expires)
---   [4] S  zset   sliding windows only: one '<amount>:<rid>' per settle, scored by time
--- ARGV: [1] time override ('' = TIME), [2] op (reserve, extend, settle, release, usage),
---   [3] reservation id, [4] amount, [5] limit ('' = none), [6] hold seconds,
---   [7] window id, [8] window kind ('c' calendar: fixed or month, 's' sliding,
---   'i' forever), [9] window seconds (0 when infinite), [10..12] for 'c': start, end
---   and next end of the window the client thinks holds NOW (the client computes
---   calendar and DST arithmetic; the script picks by the server's time).
+-- Every key of the ledger has four Redis keys (one hash tag, so one slot on a cluster):
+--   H  hash   'r' = sum of open reservations; 'h:<rid>' = msgpack {amount, hold, steps}
+--   E  zset   'h:<rid>' scored by when the reservation expires (it is open while
+--             NOW <= score); 'c:<rid>' scored by when a closed id is forgotten
+--   W  hash   '<wid>|s', '<wid>|t': start and total of a fixed or month window;
+--             '<wid>|t' the total of a forever or sliding window; '|forever' set
+--             once a forever window counts here (W then never expires)
+--   S  zset   sliding windows only: one '<amount>:<rid>' per settle, scored by time
+--
+-- One key (reserve, extend, settle, release, usage): KEYS = H, E, W[, S].
+-- ARGV: [1] time override ('' = TIME), [2] op, [3] reservation id, [4] amount,
+--   [5] limit ('' = none), [6] hold seconds, [7] window id, [8] window kind
+--   ('c' calendar: fixed or month, 's' sliding, 'i' forever), [9] window seconds
+--   (0 when infinite), [10..12] for 'c': start, end and next end of the window the
+--   client thinks holds NOW (the client computes calendar and DST arithmetic; the
+--   script picks by the server's time).
 -- Returns {status, used, reserved, reset_at, now}: status 1 ok, 0 refused, -1 when
 -- NOW is outside both candidate windows (the client retries with bounds for `now`).
+--
+-- Several keys under one reservation id (BatchLedger), op 'reserve_many' (all or
+-- none), 'settle_many' or 'drop_many' (forget the holds a reserve made, without
+-- closing the id: a cluster's per-key fallback undoing what it held).
+-- KEYS: each entry's H, E, W[, S] in turn. ARGV: [1] time override, [2] op,
+--   [3] reservation id, [4] hold seconds, then 10 per entry: the number of its
+--   keys (3 or 4), its op (reserve, settle, release, drop), amount, limit, and
+--   ARGV[7..12] of one key.
+-- Returns {now, then status, used, reserved, reset_at per entry}, status 2 for a
+-- hold made by this command, 1 ok, 0 refused (the last entry answered), or
+-- {-1, now} when NOW is outside an entry's candidate windows (nothing changed).
 
-local H, E, W, S = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local op, rid = ARGV[2], ARGV[3]
-local amount = tonumber(ARGV[4])
-local limit = tonumber(ARGV[5])
-local hold = tonumber(ARGV[6])
-local wid, kind = ARGV[7], ARGV[8]
-local wsec = tonumber(ARGV[9])
 local MIN_CLOSED_MEMORY = 3600
 
-local wstart, wend
-if kind == 'c' then
-  local s, e, n = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
-  if NOW >= s and NOW < e then
-    wstart, wend = s, e
-  elseif NOW >= e and NOW < n then
-    wstart, wend = e, n
-  else
-    return {-1, 0, 0, '', fmt(NOW)}
+-- The entry the functions below work on (set by `entry`).
+local H, E, W, S, limit, hold, wid, kind, wsec, wstart, wend
+-- Figures read once per entry and kept up to date by the writes below.
+local USED, RESET, RESERVED
+-- Whether the last `run` made a new hold.
+local MADE
+
+-- Point the functions below at one key; false when NOW is in neither candidate window.
+local function entry(h, e, w, s, lim, hld, id, k, sec, a, b, c)
+  H, E, W, S = h, e, w, s
+  limit, hold = tonumber(lim), tonumber(hld)
+  wid, kind, wsec = id, k, tonumber(sec)
+  USED, RESET, RESERVED, MADE = nil, nil, nil, false
+  wstart, wend = nil, nil
+  if kind == 'c' then
+    local start, stop, following = tonumber(a), tonumber(b), tonumber(c)
+    if NOW >= start and NOW < stop then
+      wstart, wend = start, stop
+    elseif NOW >= stop and NOW < following then
+      wstart, wend = stop, following
+    else
+      return false
+    end
   end
+  return true
 end
 
 -- Drop expired reservations and forgotten closed ids.
@@ -101,9 +122,6 @@ local function compute_used()
   return tonumber(redis.call('HGET', W, total) or '0'), tonumber(first[2]) + wsec
 end
 
--- Both figures are read once per script and kept up to date by the writes below.
-local USED, RESET, RESERVED
-
 local function used()
   if USED == nil then
     USED, RESET = compute_used()
@@ -148,6 +166,16 @@ local function write_hold(id, record, added)
   keep_until(E, expires)
 end
 
+-- Forget the open hold of `id` without closing it (undoing a reserve).
+local function drop(id)
+  local record = open_hold(id)
+  if record then
+    redis.call('HDEL', H, 'h:' .. id)
+    RESERVED = redis.call('HINCRBY', H, 'r', int(-record[1]))
+    redis.call('ZREM', E, 'h:' .. id)
+  end
+end
+
 -- Close `id` (its open record or nil) and remember it.
 local function close(id, record)
   local longest = 0
@@ -161,7 +189,7 @@ local function close(id, record)
   keep_until(E, forget)
 end
 
--- Count `n` (its text in ARGV[4]) as settled now, under `id`.
+-- Count `n` (the amount's text) as settled now, under `id`.
 local function count(n, id)
   USED = nil
   local total = wid .. '|t'
@@ -186,57 +214,128 @@ local function count(n, id)
   end
 end
 
-prune()
-
-if op == 'reserve' then
-  if redis.call('HEXISTS', H, 'h:' .. rid) == 1 or is_closed(rid) then
+-- One command on the current entry: its reply, or nil for an unknown op.
+local function run(op, rid, text)
+  local amount = tonumber(text)
+  prune()
+  if op == 'reserve' then
+    if redis.call('HEXISTS', H, 'h:' .. rid) == 1 or is_closed(rid) then
+      return reply(1)
+    end
+    if not fits(amount) then
+      return reply(0)
+    end
+    write_hold(rid, {amount, hold, {}}, text)
+    MADE = true
     return reply(1)
-  end
-  if not fits(amount) then
-    return reply(0)
-  end
-  write_hold(rid, {amount, hold, {}}, ARGV[4])
-  return reply(1)
-elseif op == 'extend' then
-  local base = string.match(rid, '^(.*)/')
-  if base == nil or base == '' then
-    base = rid
-  end
-  if is_closed(base) then
-    return reply(1)
-  end
-  local record = open_hold(base)
-  if record then
-    for _, step in ipairs(record[3]) do
-      if step == rid then
-        return reply(1)
+  elseif op == 'extend' then
+    local base = string.match(rid, '^(.*)/')
+    if base == nil or base == '' then
+      base = rid
+    end
+    if is_closed(base) then
+      return reply(1)
+    end
+    local record = open_hold(base)
+    if record then
+      for _, step in ipairs(record[3]) do
+        if step == rid then
+          return reply(1)
+        end
       end
     end
+    if not fits(amount) then
+      return reply(0)
+    end
+    if not record then
+      record = {0, hold, {}}
+    end
+    record[1] = record[1] + amount
+    record[2] = math.max(record[2], hold)
+    table.insert(record[3], rid)
+    write_hold(base, record, text)
+    return reply(1)
+  elseif op == 'settle' then
+    if not is_closed(rid) then
+      close(rid, open_hold(rid))
+      count(text, rid)
+    end
+    return reply(1)
+  elseif op == 'release' then
+    local record = open_hold(rid)
+    if record then
+      close(rid, record)
+    end
+    return reply(1)
+  elseif op == 'usage' then
+    return reply(1)
   end
-  if not fits(amount) then
-    return reply(0)
-  end
-  if not record then
-    record = {0, hold, {}}
-  end
-  record[1] = record[1] + amount
-  record[2] = math.max(record[2], hold)
-  table.insert(record[3], rid)
-  write_hold(base, record, ARGV[4])
-  return reply(1)
-elseif op == 'settle' then
-  if not is_closed(rid) then
-    close(rid, open_hold(rid))
-    count(ARGV[4], rid)
-  end
-  return reply(1)
-elseif op == 'release' then
-  local record = open_hold(rid)
-  if record then
-    close(rid, record)
-  end
-  return reply(1)
-elseif op == 'usage' then
-  return reply(1)
+  return nil
 end
-return redis.error_reply('llmguard ledger: unknown op ' .. tostring(op))
+
+local command = ARGV[2]
+
+if command ~= 'reserve_many' and command ~= 'settle_many' and command ~= 'drop_many' then
+  if not entry(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8],
+      ARGV[9], ARGV[10], ARGV[11], ARGV[12]) then
+    return {-1, 0, 0, '', fmt(NOW)}
+  end
+  local answer = run(command, ARGV[3], ARGV[4])
+  if answer == nil then
+    return redis.error_reply('llmguard ledger: unknown op ' .. tostring(command))
+  end
+  return answer
+end
+
+-- Several keys: each entry's keys and arguments, all windows checked before any write.
+local rid, hold_text = ARGV[3], ARGV[4]
+local entries = {}
+local k, a = 1, 5
+while a <= #ARGV do
+  local n = tonumber(ARGV[a])
+  local s = nil
+  if n == 4 then
+    s = KEYS[k + 3]
+  end
+  local args = {KEYS[k], KEYS[k + 1], KEYS[k + 2], s, ARGV[a + 3], hold_text,
+    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]}
+  local op = ARGV[a + 1]
+  if op ~= 'reserve' and op ~= 'settle' and op ~= 'release' and op ~= 'drop' then
+    return redis.error_reply('llmguard ledger: unknown op ' .. tostring(op))
+  end
+  if not entry(unpack(args, 1, 12)) then
+    return {-1, fmt(NOW)}
+  end
+  entries[#entries + 1] = {args, ARGV[a + 1], ARGV[a + 2]}
+  k, a = k + n, a + 10
+end
+
+local out = {fmt(NOW)}
+local made = {}
+for _, item in ipairs(entries) do
+  local args, op, text = item[1], item[2], item[3]
+  entry(unpack(args, 1, 12))
+  local answer
+  if op == 'drop' then
+    prune()
+    drop(rid)
+    answer = reply(1)
+  else
+    answer = run(op, rid, text)
+  end
+  if MADE then
+    answer[1] = 2
+    made[#made + 1] = args
+  end
+  for i = 1, 4 do
+    out[#out + 1] = answer[i]
+  end
+  if answer[1] == 0 then  -- all or none: undo the holds this command made
+    for _, held in ipairs(made) do
+      entry(unpack(held, 1, 12))
+      drop(rid)
+    end
+    return out
+  end
+end
+return out
