@@ -1,7 +1,7 @@
 """One call's reservation on every line of one budget: ``Ticket``.
 
 See ``_budget_engine`` for the life of a call: ``open`` reserves, ``before_attempt``
-extends, ``close`` settles or releases.
+extends, ``close`` settles or releases (each line's settle: ``_budget_settle``).
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ import anyio
 
 from ._assemble import estimate_usage
 from ._budget_limits import Line, reset_time
+from ._budget_settle import _entry, after_settle, settle, settle_now
 from ._cost import service_tier, to_micros
 from ._errors import BudgetExceeded, StoreUnavailable
-from ._stores._roles import InstantLedger, LedgerEntry, LedgerResult
+from ._stores._roles import LedgerEntry, LedgerResult
 from ._timeouts import Bound
 from ._types import EMPTY_USAGE, Request, Response, Usage
 
 if TYPE_CHECKING:
-    from ._budget_engine import BudgetEngine, LineKey
+    from ._budget_engine import BudgetEngine
     from ._state import CallState
 
 __all__ = ["CLOSE_TIMEOUT_S", "Ticket"]
@@ -35,7 +36,6 @@ CLOSE_TIMEOUT_S = 10.0
 #: ``CallState.extra`` key: the price of each attempt (by ``id``), in dollars or ``None``.
 _ATTEMPT_COSTS = "llmguard.budget.attempt_costs"
 _ZERO = Decimal(0)
-_entry = tuple.__new__  # ``LedgerEntry(...)`` without its Python-level ``__new__``
 _CLOSING = Bound(CLOSE_TIMEOUT_S, shield=True)
 
 
@@ -351,13 +351,13 @@ class Ticket:
         micros = None if dollars is None else to_micros(dollars)
         instant = engine.instant
         if instant is not None:  # a store that settles at once: nothing to wait for
-            follow_up = self._settle_now(instant, total.total_tokens, micros)
+            follow_up = settle_now(self, instant, total.total_tokens, micros)
             if follow_up is not None:
                 with _CLOSING.scope():
-                    await self._after_settle(follow_up)
+                    await after_settle(self, follow_up)
         else:
             with _CLOSING.scope() as scope:
-                await self._settle(total.total_tokens, micros)
+                await settle(self, total.total_tokens, micros)
             if scope.cancelled_caught:
                 _log.warning(
                     "llmguard: settling call %s took over %gs and was abandoned; its "
@@ -372,110 +372,6 @@ class Ticket:
             else:
                 self.state.cost_micros = self._call_cost()
         return micros
-
-    def _settle_entries(
-        self, tokens: int, micros: int | None
-    ) -> tuple[list[LedgerEntry], list[LineKey]]:
-        """The batched settle of every line (``amount`` ``None``: release), and its keys."""
-        entries: list[LedgerEntry] = []
-        keys: list[LineKey] = []
-        reserved = self._reserved
-        for index, key in enumerate(self._keys):
-            if key is None:
-                continue
-            line = key[0]
-            if line.unit == "tokens":
-                amount: int | None = tokens
-            else:
-                # A price that became unknown is charged the worst case it reserved.
-                amount = micros if micros is not None else reserved[index] or None
-            if not amount:
-                if not reserved[index]:
-                    continue  # nothing to settle, nothing held
-                amount = None  # release
-            entries.append(_entry(LedgerEntry, (key[1], line.limit.window, amount, None)))
-            keys.append(key)
-        return entries, keys
-
-    def _settle_entry(self, index: int, line: Line, tokens: int, micros: int | None) -> int | None:
-        """What to settle on line ``index``: an amount, ``None`` to release, ``0``: nothing."""
-        if line.unit == "tokens":
-            amount: int | None = tokens
-        else:
-            # A price that became unknown is charged the worst case it reserved.
-            amount = micros if micros is not None else self._reserved[index] or None
-        if amount:
-            return amount
-        return None if self._reserved[index] else 0
-
-    def _settle_now(
-        self, instant: InstantLedger, tokens: int, micros: int | None
-    ) -> list[tuple[LineKey, LedgerResult]] | None:
-        """Settle at once; what ``_after_settle`` must then do (``None``: nothing)."""
-        entries, keys = self._settle_entries(tokens, micros)
-        if not entries:
-            return None
-        figures = instant.settle_all_now(self.rid, entries)
-        engine = self._engine
-        engine.store_answered()
-        alerts, index_keeper = engine.alerts, engine.index
-        for (line, _, scope, _), (used, _, _) in zip(keys, figures, strict=True):
-            if alerts.due(line, used) or not index_keeper.knows(line, scope):
-                break
-        else:
-            return None  # the common case: no alert reached, every index entry written
-        return [
-            (key, LedgerResult(ok=True, used=used, reserved=held, limit=None, reset_at=reset))
-            for key, (used, held, reset) in zip(keys, figures, strict=True)
-        ]
-
-    async def _settle(self, tokens: int, micros: int | None) -> None:
-        engine = self._engine
-        batch = engine.batch
-        done: list[tuple[LineKey, LedgerResult]] = []
-        if batch is not None:
-            entries, keys = self._settle_entries(tokens, micros)
-            if not entries:
-                return
-            try:
-                results = await batch.settle_many(self.rid, entries)
-            except StoreUnavailable as exc:
-                line, _, scope, _ = keys[0]
-                engine.settle_failed(exc, line.name, scope, entries[0].amount or 0)
-                return
-            engine.store_answered()
-            done = list(zip(keys, results, strict=True))
-        else:
-            store = engine.store
-            for index, key in enumerate(self._keys):
-                if key is None:
-                    continue
-                line, ledger, scope, _ = key
-                amount = self._settle_entry(index, line, tokens, micros)
-                try:
-                    if amount:
-                        result = await store.settle(
-                            ledger, self.rid, amount, window=line.limit.window
-                        )
-                    elif amount is None:
-                        result = await store.release(ledger, self.rid, window=line.limit.window)
-                    else:
-                        continue
-                except StoreUnavailable as exc:
-                    engine.settle_failed(exc, line.name, scope, amount or 0)
-                    continue
-                engine.store_answered()
-                done.append((key, result))
-        await self._after_settle(done)
-
-    async def _after_settle(self, done: list[tuple[LineKey, LedgerResult]]) -> None:
-        """Alerts for the thresholds reached, index entries for new scopes."""
-        alerts, index_keeper = self._engine.alerts, self._engine.index
-        for (line, ledger, scope, _), result in done:
-            if alerts.due(line, result.used):
-                await alerts.settled(line, ledger, scope, result)
-            if not index_keeper.knows(line, scope):
-                await index_keeper.remember(line, scope)
 
     async def cancel(self) -> None:
         """Release everything without counting (the decorator form's failed call)."""

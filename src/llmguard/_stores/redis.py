@@ -15,7 +15,8 @@
   one script per key: see ``_redis_batch``.)
 - Bounded failure: no answer within ``timeout`` (default 250 ms), a refused or cut
   connection, or any Redis error raises ``StoreUnavailable`` with the cause attached;
-  an outage logs one warning; the next success ends it, with no restart.
+  an outage logs one warning; the next success ends it, with no restart. (How one
+  command runs within the bound: ``_redis_bound``.)
 
 redis-py's asyncio client runs on asyncio only: a ``RedisStore`` used under trio
 raises ``ConfigurationError``. redis is imported only when a ``RedisStore`` is made.
@@ -25,24 +26,23 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import math
 import secrets
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import anyio.lowlevel
 
-from .._errors import ConfigurationError
 from ._deadline import Deadlines
 from ._failure import DEFAULT_TIMEOUT, Outage, check_hold, check_timeout
 from ._memory_ledger import _check_amount
 from ._redis_batch import BatchRunner, check_reserve_entries, check_settle_entries
+from ._redis_bound import bounded, check_loop, new_deadlines
 from ._redis_client import SCRIPTS, build_client, build_cluster, import_redis, script_source
 from ._redis_keys import DEFAULT_PREFIX, KeyLayout, WindowArgs
+from ._redis_ttl import expiry_ms, ttl_arg
 from ._roles import LedgerEntry, LedgerResult, Versioned, Window
 
 if TYPE_CHECKING:
@@ -50,8 +50,6 @@ if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
 __all__ = ["RedisStore"]
-
-T = TypeVar("T")
 
 #: This host's wall clock: only a first guess of the server's (tests skew it).
 wall_clock = time.time
@@ -197,21 +195,10 @@ class RedisStore:
 
     # -- running a script --------------------------------------------------------------
 
-    def _check_loop(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            raise ConfigurationError(
-                "RedisStore runs on asyncio only (redis-py's client is asyncio-only); "
-                "under trio use SQLiteStore or MemoryStore"
-            ) from None
-        if self._loop is None or self._loop() is None or self._loop() is loop:
-            self._loop = weakref.ref(loop)
-            return
-        raise ConfigurationError(
-            "this RedisStore is bound to the event loop that first used it (its "
-            "connections belong to that loop); make one RedisStore per event loop"
-        )
+    # ``_bounded`` (every command's path) and the event-loop check: ``_redis_bound``.
+    _check_loop = check_loop
+    _new_deadlines = new_deadlines
+    _bounded = bounded
 
     def _script(self, name: str) -> AsyncScript:
         script = self._scripts.get(name)
@@ -226,70 +213,6 @@ class RedisStore:
             now = clock()
             return repr(now), now
         return "", wall_clock() + self._skew
-
-    def _new_deadlines(self) -> Deadlines:
-        """The bounds' timer for the running loop, on first use or on another loop
-        (which ``_check_loop`` refuses unless the first one is gone)."""
-        self._check_loop()
-        deadlines = self._deadlines = Deadlines(asyncio.get_running_loop(), self._timeout)
-        return deadlines
-
-    async def _bounded(
-        self,
-        command: Callable[..., Awaitable[T]],
-        *args: Any,
-        resend: bool = True,
-        checkpoint: bool = True,
-    ) -> T:
-        """``await command(*args)`` within the bound; every failure becomes
-        ``StoreUnavailable``. With ``resend``, sent once more on a fresh connection when
-        a pooled one turns out dropped (say, after a Redis restart). With
-        ``checkpoint``, a caller already cancelled stops before sending anything.
-
-        (This is every cache hit's path: kept flat, one frame, no timer of its own.)
-        """
-        deadlines = self._deadlines
-        if deadlines is None or deadlines.loop is not _running_loop():
-            deadlines = self._new_deadlines()
-        deadline = deadlines.enter()  # the bound runs from the call
-        try:
-            try:
-                if checkpoint:
-                    await anyio.lowlevel.checkpoint_if_cancelled()
-                in_flight = self._in_flight
-                if in_flight is None and self._max_in_flight is not None:
-                    in_flight = self._in_flight = anyio.Semaphore(
-                        self._max_in_flight, fast_acquire=True
-                    )
-                if in_flight is not None:
-                    try:
-                        in_flight.acquire_nowait()
-                    except anyio.WouldBlock:
-                        await in_flight.acquire()  # wait for a turn, within the bound
-                try:
-                    try:
-                        result = await command(*args)
-                    except self._connection_error:
-                        # A pooled connection the server dropped (say, after a
-                        # restart): once more on a fresh one, if sending it twice
-                        # cannot count it twice.
-                        if not resend:
-                            raise
-                        result = await command(*args)
-                finally:
-                    if in_flight is not None:
-                        in_flight.release()
-            except BaseException as exc:
-                deadlines.leave(deadline, exc)  # TimeoutError if the bound cut it short
-                raise
-            deadlines.leave(deadline, None)
-        except TimeoutError as exc:
-            ms = round(self._timeout * 1000)
-            raise self._outage.failed(exc, f"no answer within {ms} ms") from exc
-        except self._errors as exc:
-            raise self._outage.failed(exc, "Redis failed") from exc
-        self._outage.succeeded()
-        return result
 
     async def _eval(self, name: str, op: str, keys: list[str], args: list[Any]) -> Any:
         """Run script ``name`` (one round trip), within the bound."""
@@ -405,7 +328,7 @@ class RedisStore:
         One ``SET`` (with ``PX``: Redis expires the value by its own clock), or a
         ``DEL`` for a TTL of zero or less.
         """
-        ms = _expiry_ms(ttl)
+        ms = expiry_ms(ttl)
         name = self._keys.cache(key)
         if ms == 0:
             await self._bounded(self._client.delete, name, checkpoint=False)
@@ -420,7 +343,7 @@ class RedisStore:
     async def acquire_lock(self, key: str, *, ttl: float) -> str | None:
         """Take the lock ``key`` for ``ttl`` seconds: a fresh token, or ``None`` if held."""
         token = secrets.token_hex(16)
-        args = [self._now_arg()[0], "lock", token, _ttl_arg(ttl, required=True)]
+        args = [self._now_arg()[0], "lock", token, ttl_arg(ttl, required=True)]
         reply = await self._eval("cache", "lock", [self._keys.lock(key)], args)
         return None if reply is None else token
 
@@ -445,7 +368,7 @@ class RedisStore:
         self, key: str, version: int, value: bytes, *, ttl: float | None
     ) -> bool:
         """Write ``value`` if the stored version is ``version`` (0: missing or expired)."""
-        args = [self._now_arg()[0], "cas", str(int(version)), bytes(value), _ttl_arg(ttl)]
+        args = [self._now_arg()[0], "cas", str(int(version)), bytes(value), ttl_arg(ttl)]
         return bool(await self._eval("state", "cas", [self._keys.value(key)], args))
 
     async def increment(self, key: str, amount: int, *, ttl: float | None) -> int:
@@ -454,43 +377,5 @@ class RedisStore:
         ``ttl`` applies when the increment creates the counter; later ones keep it.
         Not retried on a dropped connection (it would count twice).
         """
-        args = [self._now_arg()[0], "incr", str(int(amount)), _ttl_arg(ttl)]
+        args = [self._now_arg()[0], "incr", str(int(amount)), ttl_arg(ttl)]
         return int(await self._eval("state", "incr", [self._keys.counter(key)], args))
-
-
-#: TTLs past this (about 285,000 years) are stored without an expiry: Redis refuses an
-#: expiry that overflows its clock, and a float has no exact milliseconds there.
-_MAX_EXPIRY_MS = 2**53
-
-
-def _expiry_ms(ttl: float | None) -> int | None:
-    """A cache TTL as ``SET``'s ``PX``: ``None`` for none, 0 to delete, else >= 1 ms."""
-    value = _ttl_seconds(ttl)
-    if not math.isfinite(value):
-        return None
-    if value <= 0:
-        return 0
-    ms = math.ceil(value * 1000)
-    return ms if ms <= _MAX_EXPIRY_MS else None
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:  # not on asyncio (trio): _check_loop says so
-        return None
-
-
-def _ttl_seconds(ttl: float | None) -> float:
-    value = math.inf if ttl is None else float(ttl)
-    if math.isnan(value):
-        raise ValueError(f"ttl must be a number of seconds or None, not {ttl!r}")
-    return value
-
-
-def _ttl_arg(ttl: float | None, *, required: bool = False) -> str:
-    """A TTL as script text: '' for none (``None`` or infinite)."""
-    value = math.inf if ttl is None else float(ttl)
-    if math.isnan(value) or (required and not math.isfinite(value)):
-        raise ValueError(f"ttl must be a finite number of seconds, not {ttl!r}")
-    return repr(value) if math.isfinite(value) else ""
