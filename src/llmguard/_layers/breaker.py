@@ -11,22 +11,22 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Literal, ParamSpec, TypeVar
 
 import anyio
 
 from .._clock import Clock, SystemClock
 from .._errors import CircuitOpen, ConfigurationError, StoreUnavailable
-from .._layer import BaseLayer, EventStream, Handler, StreamHandler, StreamOpener
+from .._layer import BaseLayer, Handler, StreamHandler, StreamOpener
 from .._state import _CURRENT_CALL, current_call
 from .._stores._roles import SharedState, StoreErrorPolicy
 from .._targets import ROUTED_PROVIDER
-from .._types import Request, Response, StreamEvent
+from .._types import Request, Response
 from .._wrap import Invocation, around
-from ._circuit import Circuit, CircuitPolicy, CircuitState, Outcome, Transition, Verdict
+from ._breaker_records import _Ticket, _WallClock
+from ._breaker_stream import open_stream
+from ._circuit import Circuit, CircuitPolicy, CircuitState, Outcome, Transition
 from ._classify import is_retryable
 
 __all__ = ["CircuitBreaker", "CircuitState", "circuit_breaker"]
@@ -38,34 +38,6 @@ T = TypeVar("T")
 _log = logging.getLogger("llmguard.breaker")
 _CAS_TRIES = 64  # compare-and-set rounds before contention counts as a store failure
 _SETTLE_GRACE_S = 1.0  # bound on writing a cancelled probe's outcome back
-
-
-class _WallClock:
-    """Epoch seconds: what workers on different hosts can compare."""
-
-    __slots__ = ()
-
-    def now(self) -> float:
-        return time.time()
-
-    async def sleep(self, seconds: float) -> None:  # pragma: no cover - never used here
-        await anyio.sleep(seconds)
-
-
-class _Ticket:
-    """One call's admission: what to settle, and where.
-
-    ``circuit`` is the in-memory circuit (``None`` when it lives in a store);
-    ``clean`` says the stored circuit had no failures counted when the call started.
-    """
-
-    __slots__ = ("circuit", "clean", "key", "verdict")
-
-    def __init__(self, key: str, verdict: Verdict, circuit: Circuit | None, clean: bool) -> None:
-        self.key = key
-        self.verdict = verdict
-        self.circuit = circuit
-        self.clean = clean
 
 
 class CircuitBreaker(BaseLayer):
@@ -177,28 +149,7 @@ class CircuitBreaker(BaseLayer):
 
     def stream(self, request: Request, call_next: StreamHandler) -> StreamOpener:
         """Refuse on entering while open; count the stream's outcome when it is left."""
-        return self._stream(request, call_next)
-
-    @asynccontextmanager
-    async def _stream(
-        self, request: Request, call_next: StreamHandler
-    ) -> AsyncIterator[EventStream]:
-        ticket = await self._admit(self._key(request))
-        watched: _Watched | None = None
-        outcome: Outcome = "neutral"
-        try:
-            async with call_next(request) as events:
-                watched = _Watched(events)
-                yield watched
-        except BaseException as exc:
-            outcome = self._outcome(exc)
-            raise
-        finally:
-            if watched is not None and watched.error is not None:
-                outcome = self._outcome(watched.error)
-            elif outcome == "neutral" and watched is not None and watched.seen:
-                outcome = "success"
-            await self._settle(ticket, outcome)
+        return open_stream(self, request, call_next)
 
     async def guarded(self, key: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run ``call()`` under the circuit ``key`` (what the decorator form does)."""
@@ -377,31 +328,6 @@ class CircuitBreaker(BaseLayer):
             f"failure_rate={policy.failure_rate!r}, window={policy.window}, "
             f"reset_after={policy.reset_after:g}, probes={policy.probes}, state={where})"
         )
-
-
-class _Watched:
-    """Passes a stream's events through, noting whether one came and any error."""
-
-    __slots__ = ("_events", "error", "seen")
-
-    def __init__(self, events: EventStream) -> None:
-        self._events = events
-        self.error: BaseException | None = None
-        self.seen = False
-
-    def __aiter__(self) -> _Watched:
-        return self
-
-    async def __anext__(self) -> StreamEvent:
-        try:
-            event = await self._events.__anext__()
-        except StopAsyncIteration:
-            raise
-        except BaseException as exc:
-            self.error = exc
-            raise
-        self.seen = True
-        return event
 
 
 def circuit_breaker(

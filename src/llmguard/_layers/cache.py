@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager, suppress
-
-import anyio
+from collections.abc import Callable, Iterable
+from contextlib import suppress
 
 from .._cache_codec import CachedAnswer, Serializer, decode_answer, encode_answer, msgpack_module
 from .._cache_core import UNSET, CacheCore, CacheOptions, Lead, current_options, default_store
@@ -29,16 +27,16 @@ from .._cache_key import (
     request_material,
     scope_of,
 )
-from .._cache_stream import Recording, Replay, events_of
 from .._clock import Clock, SystemClock
 from .._context import CallContext, current_context
 from .._errors import ConfigurationError
-from .._fast_init import replace
-from .._layer import BaseLayer, EventStream, Handler, StreamHandler, StreamOpener
+from .._layer import BaseLayer, Handler, StreamHandler, StreamOpener
 from .._semantic import Semantic, SemanticIndex, as_vector, numpy_or_none
 from .._state import CallState, current_call
 from .._stores._roles import CacheStore, StoreErrorPolicy
 from .._types import Request, Response
+from ._cache_labels import _hit, _label
+from ._cache_streaming import open_stream
 
 __all__ = ["INCOMPLETE_FINISH_REASONS", "Cache"]
 
@@ -269,58 +267,7 @@ class Cache(BaseLayer):
     def stream(self, request: Request, call_next: StreamHandler) -> StreamOpener:
         """Replay a stored answer as a stream, or record a live one and store it once
         it completed (a cut, errored or abandoned stream is never stored)."""
-        return self._stream(request, call_next)
-
-    @asynccontextmanager
-    async def _stream(
-        self, request: Request, call_next: StreamHandler
-    ) -> AsyncIterator[EventStream]:
-        state = current_call()
-        options = current_options()
-        plan = self._plan(request, state, options)
-        if plan is None:
-            _label(state, "bypass")
-            async with call_next(request) as events:
-                yield events
-            return
-        key, scope = plan
-        refresh = options.refresh
-        status = "refresh" if refresh else "miss"
-        _label(state, status)
-        got = await self._core.acquire(key, self._decode, refresh=refresh)
-        if isinstance(got, tuple):
-            yield self._replay(_hit(state, got[0], got[1]))
-            return
-        lead: Lead[CachedAnswer] = got
-        recording: Recording | None = None
-        error: BaseException | None = None
-        vector = partition = None
-        try:
-            found, vector, partition = await self._semantic_lookup(request, scope, state)
-            if found is not None:
-                lead.share(found)
-                yield self._replay(_hit(state, found, "semantic"))
-                return
-            _label(state, status)
-            async with call_next(request) as events:
-                recording = Recording(events)
-                yield recording
-        except BaseException as exc:
-            error = exc
-            if recording is None or recording.error is exc:
-                lead.fail(exc)  # the upstream's error; the consumer's own stays its own
-            raise
-        finally:
-            try:
-                if recording is not None and recording.complete:
-                    answer = recording.answer(
-                        model=request.model, provider=state.provider if state else ""
-                    )
-                    lead.share(answer)
-                    if not isinstance(error, anyio.get_cancelled_exc_class()):
-                        await self._save(key, request, answer, vector, partition)
-            finally:
-                await lead.close()
+        return open_stream(self, request, call_next)
 
     def _decode(self, data: bytes) -> CachedAnswer | None:
         """``decode_answer``, remembered for small values: a hot entry is decoded once
@@ -335,9 +282,6 @@ class Cache(BaseLayer):
                         del memo[next(iter(memo))]
                 memo[data] = answer
         return answer
-
-    def _replay(self, answer: CachedAnswer) -> Replay:
-        return Replay(events_of(answer), clock=self._clock, delay=self._replay_delay)
 
     # -- storing and the semantic tier --------------------------------------------------
 
@@ -406,26 +350,6 @@ class Cache(BaseLayer):
 
     def __repr__(self) -> str:
         return f"Cache({self._core.store!r}, ttl={self._ttl!r}, prefix={self._prefix!r})"
-
-
-def _label(state: CallState | None, status: str) -> None:
-    if state is None:
-        return
-    if status != "hit" and "cache_store_error" in state.extra:
-        status = "bypass"
-    state.cache = status
-
-
-def _hit(state: CallState | None, answer: CachedAnswer, tier: str) -> CachedAnswer:
-    """Note a hit on the call and mark the answer cached, at zero cost."""
-    if state is not None:
-        state.cache = "hit"
-        state.cost_micros = 0
-        state.extra["cache_tier"] = tier
-    response = answer.response
-    if response.cached and response.cost_micros == 0:
-        return answer
-    return CachedAnswer(replace(response, cached=True, cost_micros=0, raw=None), answer.events)
 
 
 def check_ttl(ttl: float | None) -> None:

@@ -9,22 +9,21 @@ own circuit and its own retries; functions are called directly.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeGuard, TypeVar
 
-from .._assemble import events_from_response
 from .._clock import Clock, SystemClock
 from .._errors import ConfigurationError
 from .._fast_init import replace
-from .._layer import BaseLayer, EventStream, Handler, Provider, StreamHandler, StreamOpener
+from .._layer import BaseLayer, Handler, Provider, StreamHandler, StreamOpener
 from .._state import Attempt, CallState, current_call
-from .._targets import ROUTED_PROVIDER, route_to, routed_provider_name
-from .._types import Request, Response, StreamEvent
+from .._targets import route_to
+from .._types import Request, Response
 from .._wrap import Invocation, around
 from ._classify import triggers_fallback
-from ._switching import SwitchingStream
+from ._fallback_labels import _function_name, _note, _provider_name, _reason
+from ._fallback_stream import _FallbackStream
 
 __all__ = ["Fallback", "FallbackOn", "FallbackTarget", "fallback"]
 
@@ -33,8 +32,6 @@ R = TypeVar("R")
 
 FallbackOn = type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
 """What makes a call fall back: exception types, or a predicate on the error."""
-
-_REASON_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,29 +149,6 @@ def as_trigger(on: FallbackOn | None) -> Callable[[BaseException], bool]:
     if not callable(on):
         raise ConfigurationError(f"on= must be exception types or a predicate, not {on!r}")
     return on
-
-
-def _provider_name(provider: Provider | None) -> str:
-    if provider is not None:
-        return provider.name
-    routed = routed_provider_name()
-    if routed is not None:
-        return routed
-    state = current_call()
-    return state.provider if state is not None else ""
-
-
-def _function_name(function: Callable[..., Any]) -> str:
-    return str(getattr(function, "__qualname__", None) or getattr(function, "__name__", function))
-
-
-def _reason(label: str, error: BaseException) -> str:
-    text = str(error)
-    if len(text) > _REASON_CHARS:
-        text = text[: _REASON_CHARS - 1] + "…"
-    return (
-        f"{label}: {type(error).__name__}: {text}" if text else f"{label}: {type(error).__name__}"
-    )
 
 
 class Fallback(BaseLayer):
@@ -299,81 +273,6 @@ class Fallback(BaseLayer):
 
     def __repr__(self) -> str:
         return f"Fallback(to={list(self._targets)!r})"
-
-
-def _note(state: CallState | None, answered: str | None, reasons: list[str]) -> None:
-    if state is None:
-        return
-    state.fallback_reasons.extend(reasons)
-    if answered is not None:
-        state.fallback = answered
-
-
-class _FallbackStream(SwitchingStream):
-    """The primary's stream, or the first target's that opens and sends an event."""
-
-    __slots__ = ("_call_next", "_index", "_label", "_layer", "_reasons", "_request", "_state")
-
-    def __init__(self, layer: Fallback, request: Request, call_next: StreamHandler) -> None:
-        super().__init__()
-        self._layer = layer
-        self._request = request
-        self._call_next = call_next
-        self._index = -1  # -1: the primary
-        self._reasons: list[str] = []
-        self._state = current_call()
-        self._label = ""
-
-    def _target(self) -> FallbackTarget | None:
-        return None if self._index < 0 else self._layer._targets[self._index]
-
-    async def _open(self) -> tuple[StreamOpener, EventStream]:
-        target = self._target()
-        if target is None:
-            self._label = f"{_provider_name(None)}/{self._request.model}"
-            opener = self._call_next(self._request)
-            return opener, await opener.__aenter__()
-        self._label = target.label(self._request)
-        prepared = target.prepare(self._request)
-        if target.function is not None:
-            opener = self._function_stream(target.function, prepared)
-            return opener, await opener.__aenter__()
-        with route_to(target.provider):
-            opener = self._call_next(prepared)
-            return opener, await opener.__aenter__()
-
-    @asynccontextmanager
-    async def _function_stream(
-        self, function: Handler, request: Request
-    ) -> AsyncIterator[EventStream]:
-        response = await self._layer._call_function(function, request, self._label, self._state)
-        yield _replay(events_from_response(response))
-
-    async def _read_first(self, events: EventStream) -> StreamEvent:
-        target = self._target()
-        if target is None or target.provider is None:
-            return await events.__anext__()
-        token = ROUTED_PROVIDER.set(target.provider)  # a retry inside may open it again
-        try:
-            return await events.__anext__()
-        finally:
-            ROUTED_PROVIDER.reset(token)
-
-    async def _recover(self, failure: Exception) -> None:
-        self._reasons.append(_reason(self._label, failure))
-        if not self._layer._on(failure) or self._index + 1 >= len(self._layer._targets):
-            _note(self._state, None, self._reasons)
-            raise failure
-        self._index += 1
-
-    def _committed(self) -> None:
-        if self._index >= 0 or self._reasons:
-            _note(self._state, self._label if self._index >= 0 else None, self._reasons)
-
-
-async def _replay(events: list[StreamEvent]) -> AsyncIterator[StreamEvent]:
-    for event in events:
-        yield event
 
 
 def fallback(
