@@ -160,6 +160,11 @@ def test_a_forked_child_opens_its_own_connection(path: Path) -> None:
 
 # -- schema and migrations -------------------------------------------------------------
 
+# Creating the schema is the first command's work (a few CREATE TABLEs and an fsync in a
+# worker thread): on a loaded machine it can pass the default 250 ms bound. These tests
+# are about what the migration does, not how fast, so they give it time.
+MIGRATION_TIMEOUT = 10.0
+
 
 def tables(path: Path) -> set[str]:
     with sqlite3.connect(path) as conn:
@@ -175,7 +180,7 @@ def version(path: Path) -> int:
 async def test_an_empty_file_is_migrated_from_version_0(path: Path) -> None:
     sqlite3.connect(path).close()  # an empty database: version 0
     assert version(path) == 0
-    async with SQLiteStore(path) as store:
+    async with SQLiteStore(path, timeout=MIGRATION_TIMEOUT) as store:
         await store.set("k", b"v", ttl=None)
     assert version(path) == len(_sqlite_schema.MIGRATIONS) == 1
     assert {"meta", "ledger_holds", "ledger_closed", "cache", "counters"} <= tables(path)
@@ -184,12 +189,12 @@ async def test_an_empty_file_is_migrated_from_version_0(path: Path) -> None:
 async def test_migrations_apply_in_order_and_keep_the_data(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with SQLiteStore(path, clock=Clock()) as store:
+    async with SQLiteStore(path, clock=Clock(), timeout=MIGRATION_TIMEOUT) as store:
         await store.settle("k", "a", 7, window=HOUR)
     assert version(path) == 1
     step = ("CREATE TABLE later (x INTEGER)", "INSERT INTO later (x) VALUES (42)")
     monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", [*_sqlite_schema.MIGRATIONS, step])
-    async with SQLiteStore(path, clock=Clock()) as store:
+    async with SQLiteStore(path, clock=Clock(), timeout=MIGRATION_TIMEOUT) as store:
         assert (await store.usage("k", window=HOUR)).used == 7
     assert version(path) == 2
     with sqlite3.connect(path) as conn:
@@ -202,17 +207,17 @@ async def test_a_failed_migration_changes_nothing(
     broken = [*_sqlite_schema.MIGRATIONS, ("CREATE TABLE ok (x)", "THIS IS NOT SQL")]
     monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", broken)
     with pytest.raises(StoreUnavailable):
-        await SQLiteStore(path).connect()
+        await SQLiteStore(path, timeout=MIGRATION_TIMEOUT).connect()
     assert version(path) == 0
     assert tables(path) == set()
 
 
 async def test_a_newer_schema_is_refused(path: Path) -> None:
-    async with SQLiteStore(path):
+    async with SQLiteStore(path, timeout=MIGRATION_TIMEOUT):
         pass
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-    store = SQLiteStore(path)
+    store = SQLiteStore(path, timeout=MIGRATION_TIMEOUT)
     with pytest.raises(ConfigurationError, match="schema version 99"):
         await store.connect()
     await store.aclose()
