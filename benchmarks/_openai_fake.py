@@ -60,3 +60,25 @@ def fake_client(stream_chunks: int = 100) -> openai.AsyncOpenAI:
         max_retries=0,
         http_client=http.AsyncClient(transport=http.MockTransport(handler)),
     )
+
+
+#: The one-message conversation every "raw SDK" variant sends.
+HELLO: list[Any] = [{"role": "user", "content": "hello"}]
+
+
+async def raw_call(client: openai.AsyncOpenAI) -> None:
+    """One chat completion through the raw SDK (the baseline of every per-call ratio)."""
+    await client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+
+
+async def raw_stream(client: openai.AsyncOpenAI) -> None:
+    """One streamed chat completion through the raw SDK, read to the end and closed."""
+    stream = await client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=HELLO,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    async for _ in stream:
+        pass
+    await stream.close()

@@ -33,14 +33,9 @@ import functools
 import importlib.util
 import itertools
 import logging
-import os
-import re
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -52,6 +47,8 @@ import anyio
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+from instructions import callgrind_count, redis_answers  # noqa: E402
 
 import llmguard  # noqa: E402
 from llmguard import (  # noqa: E402
@@ -118,15 +115,6 @@ def otel_layer() -> Any | None:
     from overhead import otel_layer as sdk_otel_layer
 
     return sdk_otel_layer()
-
-
-def redis_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 def production_guard(client: Any, store: Any, *, otel: bool = False, wire: str = "sdk") -> Guard:
@@ -324,31 +312,7 @@ def worker(variant: str, n: int) -> None:
 
 
 def instructions(variant: str, n: int) -> int:
-    # A fixed hash seed: with a random one, set and dict layouts (and so the work of the
-    # price database's loading and of garbage collection) change from run to run by far
-    # more than a call costs, and n calls minus 0 calls no longer cancels out.
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    with tempfile.TemporaryDirectory() as tmp:
-        result = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={Path(tmp) / 'callgrind.out'}",
-                sys.executable,
-                __file__,
-                "--worker",
-                variant,
-                str(n),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=env,
-        )
-    match = re.search(r"I\s+refs:\s+([\d,]+)", result.stderr)
-    if match is None:
-        raise RuntimeError(f"no instruction count in valgrind's output:\n{result.stderr[-2000:]}")
-    return int(match.group(1).replace(",", ""))
+    return callgrind_count(__file__, "--worker", variant, str(n))
 
 
 def print_table(title: str, figures: dict[str, tuple[float, float]], base: str) -> None:

@@ -28,6 +28,7 @@ Run with ``make bench`` (skipped with a notice when valgrind is missing).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -125,21 +126,20 @@ def redis_answers() -> bool:
 def otel_worker(variant: str, n: int) -> None:
     """``n`` calls: the raw SDK, the Guard, or the Guard with the OpenTelemetry layer."""
     import anyio
-    from _openai_fake import fake_client
+    from _openai_fake import fake_client, raw_call
     from overhead import otel_layer
 
     from llmguard import Guard, OpenAIProvider, Request
 
     client = fake_client(100)
     request = Request.create(model="gpt-4o-mini", user="hello")
-    messages = [{"role": "user", "content": "hello"}]
     telemetry = otel_layer() if variant == "guard+otel" else None
     guard = Guard(OpenAIProvider(client), telemetry=telemetry)
 
     async def main() -> None:
         for _ in range(WARMUP + n):
             if variant == "raw":
-                await client.chat.completions.create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
+                await raw_call(client)
             else:
                 await guard.complete(request)
 
@@ -161,7 +161,7 @@ def worker(variant: str, n: int) -> None:
     if kind == "otel":
         otel_worker(name, n)
         return
-    from _openai_fake import fake_client
+    from _openai_fake import fake_client, raw_call, raw_stream
 
     from llmguard import Deadlines, Guard, Observe, OpenAIProvider, Request, StreamTimeouts
 
@@ -176,25 +176,16 @@ def worker(variant: str, n: int) -> None:
         "lean+observe": Guard(OpenAIProvider(client, wire="lean"), [Observe()]),
     }
     request = Request.create(model="gpt-4o-mini", user="hello")
-    messages = [{"role": "user", "content": "hello"}]
 
     async def call() -> None:
         if variant.startswith("raw"):
-            await client.chat.completions.create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
+            await raw_call(client)
         else:
             await guards[variant.split(":")[0]].complete(request)
 
     async def stream() -> None:
         if variant.startswith("raw"):
-            sdk_stream = await client.chat.completions.create(
-                model="gpt-4o-mini",
-                messages=messages,  # type: ignore[arg-type]
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-            async for _ in sdk_stream:
-                pass
-            await sdk_stream.close()
+            await raw_stream(client)
         else:
             async with guards[variant.split(":")[0]].stream(request) as events:
                 async for _ in events:
@@ -210,6 +201,16 @@ def worker(variant: str, n: int) -> None:
 
 
 def instructions(variant: str, n: int) -> int:
+    return callgrind_count(__file__, "--worker", variant, str(n))
+
+
+def callgrind_count(script: str, *args: str) -> int:
+    """Instructions ``python script *args`` executes under ``valgrind --tool=callgrind``.
+
+    The hash seed is fixed: with a random one, set and dict layouts (and so the work of
+    loading the price database and of garbage collection) change from run to run by more
+    than a call costs, and n calls minus 0 calls no longer cancels out."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         result = subprocess.run(
@@ -218,14 +219,13 @@ def instructions(variant: str, n: int) -> int:
                 "--tool=callgrind",
                 f"--callgrind-out-file={out}",
                 sys.executable,
-                __file__,
-                "--worker",
-                variant,
-                str(n),
+                script,
+                *args,
             ],
             capture_output=True,
             text=True,
             check=True,
+            env=env,
         )
     match = re.search(r"I\s+refs:\s+([\d,]+)", result.stderr)
     if match is None:

@@ -119,11 +119,12 @@ async def measure_openai(rounds: int, calls: int, chunks: int) -> dict[str, floa
     """The raw openai SDK against Guard(OpenAIProvider), on one fake transport: on the SDK
     path (the default) and on the lean wire path (``wire="lean"``, the same client)."""
     from _openai_fake import fake_client
+    from _openai_fake import raw_call as sdk_call
+    from _openai_fake import raw_stream as sdk_stream
 
     from llmguard import OpenAIProvider
 
     client = fake_client(chunks)
-    messages = [{"role": "user", "content": "hello"}]
     request = Request.create(model="gpt-4o-mini", user="hello")
     provider = OpenAIProvider(client)
     lean = OpenAIProvider(client, wire="lean")
@@ -135,18 +136,10 @@ async def measure_openai(rounds: int, calls: int, chunks: int) -> dict[str, floa
     lean_observed = Guard(lean, [Observe(logger=quiet, callback=lambda r: None)])
 
     async def raw_call() -> None:
-        await client.chat.completions.create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
+        await sdk_call(client)
 
     async def raw_stream() -> None:
-        stream = await client.chat.completions.create(
-            model="gpt-4o-mini",
-            messages=messages,  # type: ignore[arg-type]
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-        async for _ in stream:
-            pass
-        await stream.close()
+        await sdk_stream(client)
 
     def guarded_stream(guard: Guard) -> Callable[[], Awaitable[None]]:
         async def run() -> None:

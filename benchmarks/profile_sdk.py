@@ -64,6 +64,8 @@ async def atimed(fn: Callable[[], Awaitable[object]], n: int, rounds: int) -> fl
 
 async def measure_phases(rounds: int) -> dict[str, float]:
     from _openai_fake import COMPLETION, fake_client, stream_body
+    from _openai_fake import raw_call as sdk_call
+    from _openai_fake import raw_stream as sdk_stream
     from openai._models import FinalRequestOptions, construct_type
     from openai._streaming import SSEDecoder as SDKDecoder
     from openai._utils import async_maybe_transform
@@ -84,18 +86,10 @@ async def measure_phases(rounds: int) -> dict[str, float]:
     out: dict[str, float] = {}
 
     async def raw_call() -> None:
-        await client.chat.completions.create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
+        await sdk_call(client)
 
     async def raw_stream() -> None:
-        stream = await client.chat.completions.create(
-            model="gpt-4o-mini",
-            messages=messages,  # type: ignore[arg-type]
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-        async for _ in stream:
-            pass
-        await stream.close()
+        await sdk_stream(client)
 
     async def lean_call() -> None:
         await lean.complete(request)

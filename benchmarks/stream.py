@@ -38,9 +38,9 @@ EVENTS = 1000
 
 async def measure(rounds: int) -> dict[str, float]:  # noqa: C901 - a flat list of cases
     from _openai_fake import fake_client
+    from _openai_fake import raw_stream as sdk_stream
 
     client = fake_client(EVENTS)
-    messages = [{"role": "user", "content": "hello"}]
     request = Request.create(model="gpt-4o-mini", user="hello")
     provider = OpenAIProvider(client)
     lean = OpenAIProvider(client, wire="lean")
@@ -55,15 +55,7 @@ async def measure(rounds: int) -> dict[str, float]:  # noqa: C901 - a flat list 
     prebuilt: list[StreamEvent] = [TextDelta(text=f"w{i} ") for i in range(EVENTS)]
 
     async def raw_sdk() -> None:
-        stream = await client.chat.completions.create(
-            model="gpt-4o-mini",
-            messages=messages,  # type: ignore[arg-type]
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-        async for _ in stream:
-            pass
-        await stream.close()
+        await sdk_stream(client)
 
     def guarded(guard: Guard) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
