@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from _redis_ping import redis_answers
 from llmguard import LedgerResult, MemoryStore, StoreUnavailable, Window
 from llmguard._stores._roles import Versioned
 
@@ -105,15 +105,6 @@ class FlakyStore:
 # -- every store, with its clock in the test's hands ------------------------------------
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def redis_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 def need_redis(anyio_backend: str) -> None:

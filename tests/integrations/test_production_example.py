@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +27,7 @@ import pytest
 import trio
 from trio.testing import MockClock
 
+from _redis_ping import redis_answers
 from llmguard import AnyioClock, Clock, MemoryStore, StoreUnavailable, TextDelta, Usage, parse_sse
 from llmguard.testing import FakeOpenAIEndpoint, FakeReply, ManualClock, capture_records
 
@@ -49,15 +49,6 @@ def load_example() -> ModuleType:
 
 
 example = load_example()
-
-
-def redis_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 @pytest.fixture

@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 import redis
 
+from _redis_ping import redis_answers as answers  # conftest.py imports it from here
+
 HOST = "127.0.0.1"
 REDIS_URL = f"redis://{HOST}:6379/0"
 TRIO_REASON = "RedisStore runs on asyncio only (redis.asyncio); trio is refused with ConfigurationError, see test_redis.py"
@@ -46,17 +48,6 @@ def skip_or_fail(reason: str) -> None:
     if ci():
         pytest.fail(f"{reason} (CI=true: Redis tests may not skip)", pytrace=False)
     pytest.skip(f"!!! REDIS TESTS SKIPPED: {reason} !!!")
-
-
-def answers(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
-    """True when a Redis on ``host:port`` answers PING."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 _shared: bool | None = None

@@ -14,14 +14,12 @@ Everything the model sends is untrusted input. For each tool call, in this order
 
 A failure at any step becomes a ``ToolResult`` whose ``content`` tells the model
 what went wrong; the function is never called with arguments that failed a check.
+The checks of steps 2 to 4 are in ``_checks``, the call and serialisation in ``_invoke``.
 """
 
 from __future__ import annotations
 
-import inspect
-import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from functools import partial
 from typing import Any
 
 import anyio
@@ -29,6 +27,8 @@ import anyio
 from .._errors import ConfigurationError, DeadlineExceeded
 from .._state import current_call
 from .._types import ToolCall, ToolSpec
+from ._checks import describe_validation, echo_name, nesting_depth_exceeds
+from ._invoke import invoke, serialise
 from .decorator import Tool, effective_timeout
 from .results import ToolFinished, ToolResult, ToolStarted
 
@@ -42,50 +42,7 @@ ResultHook = Callable[[ToolResult], None]
 
 EventSink = Callable[[ToolStarted | ToolFinished], Awaitable[None]]
 
-_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
-_ECHO_CHARS = 64  # how much of an unknown name is echoed back to the model
-_MAX_ERRORS = 8
 _GENERIC_FAILURE = "Error: the tool failed. No details are available; do not retry the same call."
-
-
-def nesting_depth_exceeds(raw: str, limit: int) -> bool:
-    """Whether the JSON text nests arrays/objects deeper than ``limit`` (iterative)."""
-    if raw.count("[") + raw.count("{") <= limit:
-        return False
-    depth = 0
-    for match in _TOKENS.finditer(raw):
-        char = match.group()
-        if char in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif char in "]}":
-            depth -= 1
-    return False
-
-
-def _echo(name: object) -> str:
-    text = name if isinstance(name, str) else repr(name)
-    if len(text) > _ECHO_CHARS:
-        text = text[:_ECHO_CHARS] + "…"
-    return ascii(text)  # look-alikes and control characters are shown escaped
-
-
-def _describe_validation(exc: BaseException) -> str:
-    errors = getattr(exc, "errors", None)
-    if not callable(errors):
-        return type(exc).__name__
-    try:
-        items = errors(include_url=False, include_input=False)
-    except TypeError:  # pragma: no cover - not a pydantic error after all
-        return type(exc).__name__
-    parts = []
-    for item in items[:_MAX_ERRORS]:
-        loc = ".".join(str(p) for p in item.get("loc", ())) or "(arguments)"
-        parts.append(f"{loc}: {item.get('msg', 'invalid')}")
-    if len(items) > _MAX_ERRORS:
-        parts.append(f"and {len(items) - _MAX_ERRORS} more")
-    return "; ".join(parts)
 
 
 class Toolbox:
@@ -265,7 +222,7 @@ class Toolbox:
                 call=call,
                 status="unknown_tool",
                 content=(
-                    f"Error: there is no tool named {_echo(call.name)}; nothing was run. "
+                    f"Error: there is no tool named {echo_name(call.name)}; nothing was run. "
                     f"The available tools are: {', '.join(self._tools) or '(none)'}."
                 ),
             )
@@ -286,7 +243,7 @@ class Toolbox:
         try:
             arguments = tool.validate_json(raw)
         except Exception as exc:  # fail closed: anything odd here is invalid input
-            return self._invalid(call, tool, _describe_validation(exc), exc)
+            return self._invalid(call, tool, describe_validation(exc), exc)
         if tool.requires_approval:
             refusal = await self._ask_approval(call, tool, arguments)
             if refusal is not None:
@@ -341,10 +298,10 @@ class Toolbox:
         scope: anyio.CancelScope | None = None
         try:
             if limit is None:  # nothing to time: no scope to enter and leave
-                value = await _invoke(tool, arguments)
+                value = await invoke(tool, arguments)
             else:
                 with anyio.move_on_after(limit) as scope:
-                    value = await _invoke(tool, arguments)
+                    value = await invoke(tool, arguments)
         except Exception as exc:
             return self._failed(call, tool, exc)
         if scope is not None and scope.cancelled_caught:
@@ -387,28 +344,3 @@ class Toolbox:
         if len(text) <= limit:
             return text, False
         return f"{text[:limit]}\n[truncated: {len(text) - limit} more characters]", True
-
-
-async def _invoke(tool: Tool[..., Any], arguments: dict[str, Any]) -> Any:
-    function = tool.function
-    if tool.is_async:
-        return await function(**arguments)
-    if tool.run_in_thread:
-        value = await anyio.to_thread.run_sync(
-            partial(function, **arguments), abandon_on_cancel=True
-        )
-    else:
-        value = function(**arguments)
-    if inspect.isawaitable(value):
-        value = await value
-    return value
-
-
-def serialise(value: Any) -> str:
-    """A tool's return value as text: a ``str`` as is, anything else as JSON
-    (pydantic models, dataclasses, dicts, lists, dates, UUIDs… through pydantic)."""
-    if isinstance(value, str):
-        return value
-    from pydantic_core import to_json
-
-    return to_json(value).decode()

@@ -3,74 +3,37 @@
 The handler answers an ``httpx2.Request`` with an ``httpx2.Response`` and an
 ``httpx.Request`` with an ``httpx.Response``, so the same object serves
 ``httpx2.MockTransport`` (openai 3.x), ``httpx.MockTransport`` and respx (openai 2.x).
-Neither library is imported until a request arrives.
+Neither library is imported until a request arrives. Which answer a request gets is
+chosen here; ``_openai_plans`` puts it on the wire.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._assemble import estimate_tokens
-from .._errors import (
-    ConfigurationError,
-    MalformedResponse,
-    ProviderConnectionError,
-    ProviderError,
-    ProviderTimeout,
-    RateLimited,
-)
+from .._errors import ConfigurationError
 from ._fake import FakeProvider, FakeReply, FakeScriptExhausted
 from ._openai_body import (
     Plan,
     Sleep,
     body_stream_class,
-    cut,
     http_module_for_sdk,
     http_module_of,
-    malform,
     sdk_client,
-    split_sse,
 )
-from ._openai_embeddings_wire import embeddings_json, fake_vector
-from ._openai_log import (
-    WireRequest,
-    WireResponse,
-    api_path,
-    request_from_wire,
-    wire_request,
-)
-from ._openai_responses_wire import responses_json, responses_stream
-from ._openai_script import JSON, UnexpectedRequest, WireReply, WireRule, as_item
-from ._openai_wire import (
-    Answer,
-    Quirk,
-    SSEBody,
-    chat_json,
-    chat_stream,
-    rate_limit_json,
-    status_error_json,
-)
+from ._openai_log import WireRequest, WireResponse, request_from_wire, wire_request
+from ._openai_plans import TransportFailure, embeddings_plan, reply_plan, wire_plan
+from ._openai_script import UnexpectedRequest, WireReply, WireRule, as_item
+from ._openai_wire import Quirk
 
 if TYPE_CHECKING:
     import openai
 
 __all__ = ["FakeOpenAIEndpoint"]
-
-_SSE = "text/event-stream; charset=utf-8"
-
-
-class _Raise(Exception):
-    """The transport fails before any response: a timeout or a refused connection."""
-
-    def __init__(self, kind: Literal["timeout", "connect"]) -> None:
-        super().__init__(kind)
-        self.kind = kind
 
 
 class FakeOpenAIEndpoint:
@@ -175,7 +138,7 @@ class FakeOpenAIEndpoint:
         self.requests.append(wire)
         try:
             plan = self._plan(wire)
-        except _Raise as failure:
+        except TransportFailure as failure:
             wire.error = "ReadTimeout" if failure.kind == "timeout" else "ConnectError"
             if failure.kind == "timeout":
                 raise http.ReadTimeout(
@@ -252,156 +215,10 @@ class FakeOpenAIEndpoint:
     def _plan(self, wire: WireRequest) -> Plan:
         item = self._take(wire)
         if item is None:
-            return self._embeddings_plan(wire, None)
+            return embeddings_plan(self, wire, None)
         if isinstance(item, WireReply):
-            return self._wire_plan(wire, item)
-        return self._reply_plan(wire, item)
-
-    def _wire_plan(self, wire: WireRequest, item: WireReply) -> Plan:
-        if item.expect is not None and (wire.method, api_path(wire.path)) != item.expect:
-            method, path = item.expect
-            raise UnexpectedRequest(
-                f"the cassette expected {method} {path} next but got {wire.method} "
-                f"{api_path(wire.path)}; "
-                "re-record it, or replay with match='request'"
-            )
-        if item.vectors is not None:
-            return self._embeddings_plan(wire, item.vectors)
-        if item.body is not None:
-            headers = {k.lower(): v for k, v in item.headers.items()}
-            sse = "text/event-stream" in headers.get("content-type", "")
-            chunks = split_sse(item.body) if sse else [item.body]
-            return Plan(
-                status=item.status,
-                headers=headers,
-                chunks=chunks,
-                sse=sse,
-                first_delay=self.first_byte_delay,
-                chunk_delay=self.chunk_delay,
-            )
-        plan = self._reply_plan(wire, item.reply or FakeReply(text="OK"))
-        if item.first_byte_delay is not None:
-            plan.first_delay = item.first_byte_delay
-        if item.cut_after is not None:
-            cut(plan, item.cut_after, mid_line=True)
-            plan.failure = item.failure
-        if item.malformed_after is not None:
-            malform(plan, item.malformed_after)
-        return plan
-
-    def _reply_plan(self, wire: WireRequest, reply: FakeReply) -> Plan:
-        error = reply.error
-        if error is not None and reply.error_after is None:
-            return self._error_plan(wire, error)
-        plan, first_content = self._content_plan(wire, reply)
-        plan.first_delay = _pick(reply.first_token_delay, self.first_byte_delay)
-        plan.chunk_delay = _pick(reply.chunk_delay, self.chunk_delay)
-        plan.hang = reply.hang
-        if reply.error_after is not None:  # FakeReply.cut: the connection drops
-            cut(plan, first_content + reply.error_after, mid_line=not plan.sse)
-            plan.failure = "disconnect"
-        return plan
-
-    def _error_plan(self, wire: WireRequest, error: BaseException) -> Plan:
-        model = self._model_of(wire, None)
-        if isinstance(error, RateLimited):
-            return self._rate_limit_plan(model, error.retry_after)
-        if isinstance(error, ProviderTimeout):
-            raise _Raise("timeout")
-        if isinstance(error, MalformedResponse):
-            if wire.stream:
-                plan, first_content = self._content_plan(wire, FakeReply(text="Hello there."))
-                malform(plan, first_content)
-                return plan
-            return self._wire_plan(wire, WireReply.malformed_json())
-        if isinstance(error, ProviderConnectionError):
-            raise _Raise("connect")
-        if isinstance(error, ProviderError):
-            if error.status_code is None:
-                raise _Raise("connect")
-            return self._json_plan(
-                error.status_code, status_error_json(error.status_code, model=model)
-            )
-        raise error
-
-    def _rate_limit_plan(self, model: str, retry_after: float | None) -> Plan:
-        plan = self._json_plan(429, rate_limit_json(model=model, retry_after=retry_after))
-        plan.headers |= {
-            "x-ratelimit-limit-requests": "3",
-            "x-ratelimit-remaining-requests": "0",
-            "x-ratelimit-reset-requests": f"{retry_after or 20:g}s",
-        }
-        if retry_after is not None:
-            plan.headers["retry-after"] = str(max(0, math.ceil(retry_after)))
-            if self.retry_after_ms:
-                plan.headers["retry-after-ms"] = str(round(retry_after * 1000))
-        return plan
-
-    def _json_plan(self, status: int, body: Any) -> Plan:
-        headers = {"content-type": JSON, "x-request-id": f"req_fake{len(self.requests)}"}
-        text = json.dumps(body, indent=2, ensure_ascii=False)
-        return Plan(
-            status=status,
-            headers=headers,
-            chunks=[text.encode()],
-            first_delay=self.first_byte_delay,
-        )
-
-    def _model_of(self, wire: WireRequest, reply: FakeReply | None) -> str:
-        asked = wire.json.get("model") if isinstance(wire.json, Mapping) else None
-        return (reply.model if reply else None) or (str(asked) if asked else self.model)
-
-    def _content_plan(self, wire: WireRequest, reply: FakeReply) -> tuple[Plan, int]:
-        api = wire.api if wire.api in ("chat", "responses") else "chat"
-        body = wire.json if isinstance(wire.json, Mapping) else {}
-        request = request_from_wire(api, body, model=self.model)
-        usage = reply.usage or FakeProvider.usage_for(request, reply)
-        answer = Answer(
-            text=reply.text,
-            tool_calls=reply.tool_calls,
-            refusal=reply.refusal,
-            finish_reason=reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop"),
-            usage=usage,
-            model=self._model_of(wire, reply),
-            number=len(self.requests),
-            reasoning=self.reasoning,
-        )
-        size = self.provider.chunk_size if self.provider is not None else self.chunk_size
-        if not wire.stream:
-            value = chat_json(answer) if api == "chat" else responses_json(answer, body)
-            return self._json_plan(200, value), 0
-        if api == "chat":
-            options = body.get("stream_options")
-            include_usage = isinstance(options, Mapping) and options.get("include_usage") is True
-            sse = chat_stream(
-                answer, include_usage=include_usage, quirks=self.compat, chunk_size=size
-            )
-        else:
-            sse = responses_stream(answer, body, chunk_size=size)
-        return self._sse_plan(sse), sse.first_content
-
-    def _sse_plan(self, sse: SSEBody) -> Plan:
-        headers = {"content-type": _SSE, "x-request-id": f"req_fake{len(self.requests)}"}
-        return Plan(status=200, headers=headers, chunks=[b.encode() for b in sse.blocks], sse=True)
-
-    def _embeddings_plan(
-        self, wire: WireRequest, vectors: Sequence[Sequence[float]] | None
-    ) -> Plan:
-        body = wire.json if isinstance(wire.json, Mapping) else {}
-        inputs = body.get("input", "")
-        texts = [inputs] if isinstance(inputs, str) or _is_tokens(inputs) else list(inputs)
-        dimensions = int(body.get("dimensions") or self.embedding_dimensions)
-        if vectors is None:
-            vectors = [fake_vector(_as_text(t), dimensions) for t in texts]
-        tokens = sum(len(t) if isinstance(t, list) else estimate_tokens(str(t)) for t in texts)
-        encoding = str(body.get("encoding_format") or "float")
-        value = embeddings_json(
-            [list(v) for v in vectors],
-            model=self._model_of(wire, None),
-            encoding=encoding,
-            prompt_tokens=tokens,
-        )
-        return self._json_plan(200, value)
+            return wire_plan(self, wire, item)
+        return reply_plan(self, wire, item)
 
     def __repr__(self) -> str:
         return (
@@ -416,15 +233,3 @@ def _answers_any_path(item: FakeReply | WireReply, api: str) -> bool:
     if not isinstance(item, WireReply):
         return False
     return item.body is not None or (api == "embeddings" and item.vectors is not None)
-
-
-def _is_tokens(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, int) for v in value)
-
-
-def _as_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def _pick(own: float | None, default: float) -> float:
-    return default if own is None else own

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from .._errors import LLMGuardError
 from ._fake import FakeReply
+from ._openai_errors_wire import HTML_ERROR_PAGE, error_json
 from ._openai_log import WireRequest, api_path
-from ._openai_wire import HTML_ERROR_PAGE, error_json
 
 __all__ = ["Failure", "UnexpectedRequest", "WireReply", "WireRule", "as_item", "path_of"]
 
