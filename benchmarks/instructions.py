@@ -22,6 +22,12 @@ and the same Guard with ``telemetry=`` on SDK providers set up as in production
 (``benchmarks/overhead.py``'s ``otel_layer``: a ``BatchSpanProcessor`` whose exporter
 drops the spans, a ``MeterProvider`` with a reader).
 
+Cold starts, ``--kinds cold``: each of ``benchmarks/overhead.py``'s ``COLD`` commands in
+one fresh interpreter (``python -c``), the first requests going to a loopback server of
+this process, llmguard's bytecode written first (as an installed wheel has it): the
+whole run, not a difference. The ratio is to the raw SDK's import, client and first
+request.
+
 Run with ``make bench`` (skipped with a notice when valgrind is missing).
 """
 
@@ -233,6 +239,27 @@ def callgrind_count(script: str, *args: str) -> int:
     return int(match.group(1).replace(",", ""))
 
 
+def count_cold_starts() -> None:
+    """Print the instructions of each cold start, over ``python -c pass`` and as a ratio
+    to the raw SDK's cold start to its first request."""
+    sys.path.insert(0, str(HERE))
+    import overhead
+
+    server = overhead.loopback_server()
+    try:
+        overhead.compile_llmguard()
+        counts = {name: callgrind_count("-c", code) for name, code in overhead.COLD.items()}
+    finally:
+        server.shutdown()
+    empty, raw = counts["python -c pass"], counts[overhead.COLD_RAW]
+    for name, count in counts.items():
+        print(
+            f"cold   {name:46} {count / 1e6:9.1f} M instructions, {(count - empty) / 1e6:9.1f} M"
+            f" over pass  {count / raw:.4f}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=100)
@@ -240,7 +267,7 @@ def main() -> None:
     parser.add_argument("--loops", type=int, default=50, help="tool loops (2 model calls)")
     parser.add_argument(
         "--kinds",
-        default="call,stream,tools,tools4,redis,otel",
+        default="call,stream,tools,tools4,redis,otel,cold",
         help="comma-separated: what to count",
     )
     parser.add_argument("--worker", nargs=2, metavar=("VARIANT", "N"), help=argparse.SUPPRESS)
@@ -261,6 +288,9 @@ def main() -> None:
         "otel": (args.calls, 1, "per call"),
     }
     for kind in args.kinds.split(","):
+        if kind == "cold":
+            count_cold_starts()
+            continue
         n, per, unit = plan[kind]
         if kind == "redis" and not redis_answers():
             print("(no Redis on 127.0.0.1:6379: the cache hit's count skipped)")
