@@ -15,8 +15,9 @@ live in ``_cache_options`` and are re-exported here.)
 - **Lock across processes** (``lock=True``): the leader takes a short store lock
   before calling upstream; a process that finds it held polls the store for the value
   and takes the lock itself when it is gone (its holder died: the lock expires after
-  ``lock_ttl``), so a stampede over many processes makes one call, a few when a holder
-  dies.
+  ``lock_ttl``), so a stampede over many processes makes one call, one more when a
+  holder dies. A waiter waits at most two lock lives (the lock it found, then its next
+  holder's), then calls by itself.
 """
 
 from __future__ import annotations
@@ -341,10 +342,13 @@ class CacheCore:
         if token is _DOWN:
             return None, None
         clock = self._clock
-        give_up = clock.now() + self._lock_ttl
+        # Two lock lives: the lock found here expires within one (its holder may be
+        # dead), and the waiter that takes it next has its own whole life to answer.
+        # One life would let every other waiter give up just as that one calls.
+        give_up = clock.now() + 2 * self._lock_ttl
         while token is None:
             if clock.now() >= give_up:
-                return None, None  # waited a whole lock's life: call without it
+                return None, None  # waited two locks' lives: call without it
             await clock.sleep(self._lock_poll)
             found = await self.read(key, decode)
             if found is not None:

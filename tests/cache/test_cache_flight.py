@@ -166,7 +166,7 @@ async def test_the_store_lock_in_one_process() -> None:
     assert len(results) == 6
 
 
-async def test_a_waiter_gives_up_on_a_lock_after_its_ttl_and_calls_itself() -> None:
+async def test_a_waiter_gives_up_on_a_lock_after_two_lock_lives_and_calls_itself() -> None:
     from llmguard.testing import ManualClock
 
     store = MemoryStore()
@@ -179,6 +179,49 @@ async def test_a_waiter_gives_up_on_a_lock_after_its_ttl_and_calls_itself() -> N
     assert await store.acquire_lock(key + ":lock", ttl=3600) is not None  # held elsewhere
     with capture_records() as records:
         assert (await guard.complete(user="q")).text == "mine"
-    assert clock.now() >= 1.0 and len(fake.requests) == 1
+    assert 2.0 <= clock.now() < 2.2 and len(fake.requests) == 1
     assert records[0].cache == "miss"
     assert (await guard.complete(user="q")).cached  # and it stored its answer
+
+
+async def test_after_a_dead_holder_the_next_holder_answers_every_waiter() -> None:
+    """Two "processes" wait on a lock whose holder died; the lock expires, one of them
+    takes it and calls for almost a whole lock life: the other waits for that answer
+    instead of giving up when the dead holder's lock life ends (one call, not two)."""
+    from llmguard.testing import ManualClock
+
+    clock = ManualClock()
+    store = MemoryStore(clock=clock.now)
+    calls: list[float] = []
+
+    async def upstream(request: Request) -> Response:
+        calls.append(clock.now())
+        await clock.sleep(0.95)  # inside the new holder's lock life (1.0)
+        return Response(text=f"answer #{len(calls)}", finish_reason="stop")
+
+    def process() -> tuple[Guard, Cache]:  # a Cache of its own: no shared single flight
+        cache = Cache(store, lock=True, lock_ttl=1.0, lock_poll=0.05, clock=clock)
+        return Guard(FunctionProvider(upstream), [cache], model="m", timeout=None), cache
+
+    (first, cache), (second, _) = process(), process()
+    key = cache.key_for(first.build_request(user="q"), provider="upstream")
+    assert key is not None
+    assert await store.acquire_lock(key + ":lock", ttl=1.0) is not None  # its holder dies
+    answers: list[str] = []
+
+    async def ask(guard: Guard, start: float) -> None:
+        await clock.sleep(start)
+        answers.append((await guard.complete(user="q")).text)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ask, first, 0.9)
+        tg.start_soon(ask, second, 0.9)
+        for _ in range(100):  # manual time, one lock poll (50 ms) a step, up to 5 s
+            for _ in range(10):  # the woken tasks run on (asyncio's wait below polls slowly)
+                await anyio.lowlevel.checkpoint()
+            await anyio.wait_all_tasks_blocked()
+            if len(answers) == 2:
+                break
+            clock.advance(0.05)
+    assert answers == ["answer #1", "answer #1"]
+    assert len(calls) == 1 and 1.0 <= calls[0] < 1.1

@@ -116,7 +116,10 @@ def test_a_killed_lock_holder_costs_a_bounded_few_calls(namespace: str, tmp_path
         reap([holder, *waiters])
     calls = upstream_calls(tmp_path)
     assert calls[0] == "holder"
-    assert 2 <= len(calls) <= 3, calls  # the dead holder's, then one (rarely two) more
+    # The dead holder's, then the next holder's, which the other waiters wait for (the
+    # exact count is proven in manual time: test_cache_flight.py); a third only if the
+    # next holder stalled past its lock's life on a loaded machine.
+    assert 2 <= len(calls) <= 3, calls
     assert len(answers) == 30 and len(set(answers)) == 1
 
 

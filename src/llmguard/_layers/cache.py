@@ -80,8 +80,9 @@ class Cache(BaseLayer):
         max_value_bytes: larger encoded answers are not stored.
         single_flight: concurrent identical misses share one upstream call.
         lock: also take a short store lock, so processes sharing the store make one
-            call between them (``lock_ttl``: the lock's life and the longest wait;
-            ``lock_poll``: how often a waiting process looks for the value).
+            call between them (``lock_ttl``: the lock's life; a waiter waits at most
+            two, the lock it found and its next holder's; ``lock_poll``: how often a
+            waiting process looks for the value).
         on_store_error: ``"open"`` (default: go on uncached, one warning per outage) or
             ``"closed"`` (the store's error propagates).
         store_retry: after a store failure, seconds before the store is asked again.
