@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -13,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from _redis_ping import redis_answers
+from _redis_ping import REDIS_URL, require_redis
 from llmguard import LedgerResult, MemoryStore, StoreUnavailable, Window
 from llmguard._stores._roles import Versioned
 
@@ -104,17 +103,12 @@ class FlakyStore:
 
 # -- every store, with its clock in the test's hands ------------------------------------
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
 
 def need_redis(anyio_backend: str) -> None:
     """Skip on trio (RedisStore is asyncio-only); without a Redis, skip (fail under CI)."""
     if anyio_backend != "asyncio":
         pytest.skip("RedisStore runs on asyncio only")
-    if not redis_answers():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("no Redis on 127.0.0.1:6379 and CI=true", pytrace=False)
-        pytest.skip("!!! no Redis on 127.0.0.1:6379: Redis budget tests skipped !!!")
+    require_redis()
 
 
 async def delete_prefix(client: Any, prefix: str) -> None:

@@ -13,7 +13,6 @@ import io
 import json
 import logging
 import math
-import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -27,7 +26,7 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from _redis_ping import redis_answers
+from _redis_ping import require_redis
 from llmguard import AnyioClock, Clock, MemoryStore, StoreUnavailable, TextDelta, Usage, parse_sse
 from llmguard.testing import FakeOpenAIEndpoint, FakeReply, ManualClock, capture_records
 
@@ -58,10 +57,7 @@ async def store(anyio_backend: str, request: pytest.FixtureRequest) -> AsyncIter
         yield MemoryStore()
         return
     request.node.add_marker(pytest.mark.redis)
-    if not redis_answers():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("no Redis on 127.0.0.1:6379 and CI=true", pytrace=False)
-        pytest.skip("!!! no Redis on 127.0.0.1:6379: production example tests skipped !!!")
+    require_redis()
     from llmguard import RedisStore
 
     prefix = f"llmguard-test:{uuid.uuid4().hex}:"

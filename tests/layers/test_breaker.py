@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 import llmguard
+from _redis_ping import require_redis
 from llmguard import (
     CircuitBreaker,
     CircuitOpen,
@@ -335,25 +336,11 @@ async def test_two_guards_share_one_circuit_through_a_memory_store() -> None:
 async def test_two_guards_share_one_circuit_through_redis() -> None:
     from llmguard import RedisStore
 
-    url = _redis_url()
+    url = require_redis()
     clock = ManualClock(start=1_700_000_000)
     prefix = f"llmguard-test:{uuid.uuid4().hex}:"
     async with RedisStore.from_url(url, prefix=prefix, timeout=5.0) as store:
         await shared_breakers_behave(store, clock)
-
-
-def _redis_url() -> str:
-    import socket
-
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
-    except OSError:
-        import os
-
-        if os.environ.get("CI") == "true":
-            pytest.fail("no Redis on 127.0.0.1:6379 and CI=true")
-        pytest.skip("no Redis on 127.0.0.1:6379")
-    return "redis://127.0.0.1:6379/0"
 
 
 class BrokenStore:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ import pytest
 from tenacity import wait_none
 
 import llmguard
+from _redis_ping import require_redis
 from llmguard import (
     Budget,
     BudgetExceeded,
@@ -54,22 +54,11 @@ PROMPT = "PLANTEDPROMPT: my card number is 4111 1111 1111 1111"
 SENTINELS = (KEY, "PLANTEDKEY", "XyZq", HEADER, "PLANTEDHEADER", USER, "planted-user", PROMPT)
 SENTINELS += ("PLANTEDPROMPT", "4111 1111")
 PSEUDONYM_KEY = b"a test secret for pseudonyms, 32b"
-REDIS_URL = "redis://127.0.0.1:6379/0"
 FIXTURES = Path(
     os.environ.get(
         "LLMGUARD_FIXTURES", Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "openai"
     )
 )
-
-
-def require_redis() -> str:
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
-    except OSError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("no Redis answers on 127.0.0.1:6379 (run scripts/ensure-redis.sh)")
-        pytest.skip("no Redis answers on 127.0.0.1:6379")
-    return REDIS_URL
 
 
 def load(name: str) -> dict[str, Any]:

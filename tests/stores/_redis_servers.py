@@ -21,18 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
+from _redis_ping import HOST, REDIS_URL, skip_or_fail
+from _redis_ping import ci as ci  # conftest.py imports it from here
 from _redis_ping import redis_answers as answers  # conftest.py imports it from here
 
-HOST = "127.0.0.1"
-REDIS_URL = f"redis://{HOST}:6379/0"
 TRIO_REASON = "RedisStore runs on asyncio only (redis.asyncio); trio is refused with ConfigurationError, see test_redis.py"
-
-
-def ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
 
 
 def on_asyncio() -> bool:
@@ -41,13 +36,6 @@ def on_asyncio() -> bool:
     except RuntimeError:
         return False
     return True
-
-
-def skip_or_fail(reason: str) -> None:
-    """Skip loudly, or fail when ``CI=true`` (CI must run every Redis test)."""
-    if ci():
-        pytest.fail(f"{reason} (CI=true: Redis tests may not skip)", pytrace=False)
-    pytest.skip(f"!!! REDIS TESTS SKIPPED: {reason} !!!")
 
 
 _shared: bool | None = None
