@@ -431,6 +431,7 @@ def _samples() -> dict[str, dict[str, Any]]:
             "raw": None,
         },
         "TextDelta": {"text": "t"},
+        "RefusalDelta": {"text": "no"},
         "ToolCallDelta": {"index": 0, "id": "c", "name": "f", "arguments": "{"},
         "UsageUpdate": {"usage": usage},
         "Finish": {"reason": "stop"},

@@ -14,6 +14,7 @@ from llmguard import (
     Guard,
     Observe,
     ProviderError,
+    RefusalDelta,
     SSEError,
     StreamEvent,
     TextDelta,
@@ -33,6 +34,7 @@ EVENTS: list[StreamEvent] = [
     TextDelta(text="é ✓ \u2028 \x85 </script>"),
     ToolCallDelta(index=0, id="call_1", name="get_weather"),
     ToolCallDelta(index=0, arguments='{"city": "Par'),
+    RefusalDelta(text='I can\'t "help"'),
     UsageUpdate(usage=Usage(input_tokens=12, output_tokens=3, reasoning_tokens=1)),
     Finish(reason="tool_calls"),
 ]
@@ -42,6 +44,7 @@ WIRE = (
     b'data: {"type":"text","text":"\xc3\xa9 \xe2\x9c\x93 \xe2\x80\xa8 \xc2\x85 </script>"}\n\n'
     b'data: {"type":"tool_call","index":0,"id":"call_1","name":"get_weather","arguments":""}\n\n'
     b'data: {"type":"tool_call","index":0,"id":null,"name":null,"arguments":"{\\"city\\": \\"Par"}\n\n'
+    b'data: {"type":"refusal","text":"I can\'t \\"help\\""}\n\n'
     b'data: {"type":"usage","input_tokens":12,"output_tokens":3,"cached_input_tokens":0,"reasoning_tokens":1,"estimated":false}\n\n'
     b'data: {"type":"finish","reason":"tool_calls"}\n\n'
     b"data: [DONE]\n\n"

@@ -48,6 +48,7 @@ from ._state import Attempt, CallRecord, CallState, current_call
 from ._types import (
     Finish,
     Message,
+    RefusalDelta,
     Request,
     Response,
     Role,
@@ -288,6 +289,7 @@ __all__ = [
     "RateLimited",
     "RedisStore",
     "Refusal",
+    "RefusalDelta",
     "Request",
     "RequestOptions",
     "Response",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._types import (
     EMPTY_USAGE,
     Finish,
+    RefusalDelta,
     Request,
     Response,
     StreamEvent,
@@ -47,10 +48,11 @@ def estimate_usage(request: Request | None, output: str | int) -> Usage:
 class StreamAssembler:
     """Feeds on stream events and builds the ``Response`` they add up to."""
 
-    __slots__ = ("_calls", "_text", "finish_reason", "model", "provider", "usage")
+    __slots__ = ("_calls", "_refusal", "_text", "finish_reason", "model", "provider", "usage")
 
     def __init__(self, *, model: str = "", provider: str = "") -> None:
         self._text: list[str] = []
+        self._refusal: list[str] | None = None
         self._calls: dict[int, list[str]] = {}
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
@@ -74,15 +76,25 @@ class StreamAssembler:
             self.usage = event.usage
         elif type(event) is Finish:
             self.finish_reason = event.reason
+        elif type(event) is RefusalDelta:
+            if self._refusal is None:
+                self._refusal = []
+            self._refusal.append(event.text)
 
     @property
     def text(self) -> str:
         """The text received so far."""
         return "".join(self._text)
 
+    @property
+    def refusal(self) -> str | None:
+        """The refusal received so far (``None``: the model did not refuse)."""
+        return None if self._refusal is None else "".join(self._refusal)
+
     def output_chars(self) -> str:
         """Everything the model produced so far, for estimating output tokens."""
-        return self.text + "".join(p[1] + p[2] for p in self._calls.values())
+        refusal = "".join(self._refusal or ())
+        return self.text + refusal + "".join(p[1] + p[2] for p in self._calls.values())
 
     def response(self) -> Response:
         """The response the events so far add up to."""
@@ -97,14 +109,18 @@ class StreamAssembler:
             usage=self.usage or EMPTY_USAGE,
             model=self.model,
             provider=self.provider,
+            refusal=self.refusal,
         )
 
 
 def events_from_response(response: Response) -> list[StreamEvent]:
-    """The events a one-piece response would have streamed as (text, tools, usage, finish)."""
+    """The events a one-piece response would have streamed as (text, refusal, tools,
+    usage, finish)."""
     events: list[StreamEvent] = []
     if response.text:
         events.append(TextDelta(text=response.text))
+    if response.refusal is not None:
+        events.append(RefusalDelta(text=response.refusal))
     for index, call in enumerate(response.tool_calls):
         events.append(
             ToolCallDelta(index=index, id=call.id, name=call.name, arguments=call.arguments)

@@ -31,6 +31,7 @@ from ._errors import ConfigurationError
 from ._fast_init import fast_init
 from ._types import (
     Finish,
+    RefusalDelta,
     Response,
     StreamEvent,
     TextDelta,
@@ -100,6 +101,8 @@ def _event(event: StreamEvent) -> Any:
         return [1, e.index, e.id, e.name, e.arguments]
     if kind is UsageUpdate:
         return [2, *_usage(event.usage)]  # type: ignore[union-attr]
+    if kind is RefusalDelta:
+        return [4, event.text]  # type: ignore[union-attr]
     return [3, event.reason]  # type: ignore[union-attr]
 
 
@@ -107,7 +110,8 @@ def _payload(answer: CachedAnswer) -> list[Any]:
     r = answer.response
     events = None if answer.events is None else [_event(e) for e in answer.events]
     calls = [[c.id, c.name, c.arguments] for c in r.tool_calls]
-    return [r.text, calls, r.finish_reason, _usage(r.usage), r.model, r.provider, r.id, events]
+    head = [r.text, calls, r.finish_reason, _usage(r.usage), r.model, r.provider, r.id, events]
+    return head if r.refusal is None else [*head, r.refusal]  # 8 fields, as before, or 9
 
 
 # ``json.dumps(value, separators=(",", ":"), ensure_ascii=False)``: a payload is plain
@@ -141,6 +145,8 @@ def _replay(text: str, raw: list[Any]) -> tuple[StreamEvent, ...]:
             events.append(UsageUpdate(usage=_usage_of(item[1:])))
         elif kind == 3:
             events.append(Finish(reason=item[1]))
+        elif kind == 4:
+            events.append(RefusalDelta(text=item[1]))
         else:
             raise ValueError(f"unknown event kind {kind!r}")
     if at != len(text):
@@ -158,7 +164,9 @@ def decode_answer(data: bytes) -> CachedAnswer | None:
             payload = msgpack_module().unpackb(data[1:], raw=False)
         else:
             return None
-        text, calls, finish, usage, model, provider, rid, events = payload
+        text, calls, finish, usage, model, provider, rid, events, *more = payload
+        if len(more) > 1 or (more and type(more[0]) is not str):
+            return None
         response = Response(
             text=text,
             tool_calls=tuple(ToolCall(id=c[0], name=c[1], arguments=c[2]) for c in calls),
@@ -169,6 +177,7 @@ def decode_answer(data: bytes) -> CachedAnswer | None:
             id=rid,
             cached=True,
             cost_micros=0,
+            refusal=more[0] if more else None,
         )
         return CachedAnswer(response, None if events is None else _replay(text, events))
     except (ValueError, TypeError, IndexError, KeyError, ImportError):

@@ -19,7 +19,15 @@ from ._errors import DeadlineExceeded
 from ._state import _CURRENT_CALL, Attempt, CallState
 from ._targets import ROUTED_PROVIDER
 from ._timeouts import Bound
-from ._types import Request, Response, StreamEvent, TextDelta, ToolCallDelta, UsageUpdate
+from ._types import (
+    RefusalDelta,
+    Request,
+    Response,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    UsageUpdate,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -157,6 +165,10 @@ class _TrackedEvents:
             self._attempt.usage = event.usage  # type: ignore[union-attr]
         elif kind is ToolCallDelta:
             self._chars += len(event.arguments) + len(event.name or "")  # type: ignore[union-attr]
+            if self._attempt.first_event_at is None:
+                self._attempt.first_event_at = self._clock.now()
+        elif kind is RefusalDelta:
+            self._chars += len(event.text)  # type: ignore[union-attr]
             if self._attempt.first_event_at is None:
                 self._attempt.first_event_at = self._clock.now()
         return event

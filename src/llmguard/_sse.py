@@ -37,7 +37,7 @@ from ._errors import (
     RateLimited,
     StoreUnavailable,
 )
-from ._types import Finish, StreamEvent, TextDelta, ToolCallDelta, UsageUpdate
+from ._types import Finish, RefusalDelta, StreamEvent, TextDelta, ToolCallDelta, UsageUpdate
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -76,6 +76,8 @@ def encode_event(event: StreamEvent) -> bytes:
             f'"reasoning_tokens":{u.reasoning_tokens:d},'
             f'"estimated":{"true" if u.estimated else "false"}}}\n\n'
         ).encode()
+    if kind is RefusalDelta:
+        return b'data: {"type":"refusal","text":%s}\n\n' % _q(event.text).encode()  # type: ignore[union-attr]
     if kind is Finish:
         reason = event.reason  # type: ignore[union-attr]
         return b'data: {"type":"finish","reason":%s}\n\n' % (

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import SSEError
-from ._types import Finish, StreamEvent, TextDelta, ToolCallDelta, Usage, UsageUpdate
+from ._types import (
+    Finish,
+    RefusalDelta,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+    UsageUpdate,
+)
 
 __all__ = ["SSEMessage", "aparse_sse", "parse_sse"]
 
@@ -101,6 +109,8 @@ def _event_of(payload: dict[str, Any]) -> StreamEvent | None:
         )
     if kind == "finish":
         return Finish(reason=payload.get("reason"))
+    if kind == "refusal":
+        return RefusalDelta(text=payload["text"])
     return None  # a type from a newer version: skipped
 
 

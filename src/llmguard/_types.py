@@ -18,6 +18,7 @@ __all__ = [
     "EMPTY_USAGE",
     "Finish",
     "Message",
+    "RefusalDelta",
     "Request",
     "Response",
     "Role",
@@ -237,6 +238,15 @@ class TextDelta:
 
 @fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RefusalDelta:
+    """A piece of the model's refusal (OpenAI's ``delta.refusal``): the model declined to
+    answer; the stream's ``Response.refusal`` carries the whole text."""
+
+    text: str
+
+
+@fast_init
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ToolCallDelta:
     """A piece of a tool call: deltas with the same ``index`` belong to one call."""
 
@@ -262,5 +272,6 @@ class Finish:
     reason: str | None
 
 
-StreamEvent = TextDelta | ToolCallDelta | UsageUpdate | Finish
-"""What a stream yields: text, tool-call pieces, usage, and the ``Finish`` at the end."""
+StreamEvent = TextDelta | ToolCallDelta | UsageUpdate | Finish | RefusalDelta
+"""What a stream yields: text, tool-call pieces, usage, and the ``Finish`` at the end (a
+refusal's pieces instead of text when the model refuses)."""

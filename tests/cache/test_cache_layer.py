@@ -13,14 +13,18 @@ import llmguard
 from llmguard import (
     Cache,
     ConfigurationError,
+    Finish,
     FunctionProvider,
     Guard,
     MemoryStore,
     Observe,
+    RefusalDelta,
     Request,
     Response,
     StoreUnavailable,
+    TextDelta,
     Usage,
+    UsageUpdate,
     cache_options,
 )
 from llmguard._cache_codec import CachedAnswer, decode_answer, encode_answer
@@ -397,6 +401,29 @@ def test_codec_round_trips_and_rejects_garbage() -> None:
     assert decode_answer(good + b"\x00") is None  # msgpack's ExtraData
     assert decode_answer(b"J[1,2]") is None
     assert decode_answer(b'J["t",[],null,[1,1,0,0,false],"m","p",null,[5]]') is None  # bad deltas
+    assert decode_answer(b'J["",[],null,[1,1,0,0,false],"m","p",null,null,5]') is None
+    assert decode_answer(b'J["",[],null,[1,1,0,0,false],"m","p",null,null,"r","x"]') is None
+
+
+def test_codec_keeps_a_refusal_and_its_stream() -> None:
+    refused = Response(text="", finish_reason="stop", refusal="I can't help with that.")
+    events = (
+        RefusalDelta(text="I can't "),
+        RefusalDelta(text="help with that."),
+        UsageUpdate(usage=Usage(input_tokens=1, output_tokens=2)),
+        Finish(reason="stop"),
+    )
+    for serializer in ("json", "msgpack"):
+        data = encode_answer(CachedAnswer(refused, events), serializer)  # type: ignore[arg-type]
+        decoded = decode_answer(data)
+        assert decoded is not None
+        assert decoded.response.refusal == "I can't help with that."
+        assert decoded.events == events
+    # an entry written before refusals were kept (8 fields) still reads
+    old = b'J["hi",[],"stop",[1,1,0,0,false],"m","p",null,[2]]'
+    decoded = decode_answer(old)
+    assert decoded is not None and decoded.response.refusal is None
+    assert decoded.events == (TextDelta(text="hi"),)
 
 
 async def test_a_hit_needs_no_budget() -> None:

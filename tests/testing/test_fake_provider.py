@@ -22,6 +22,7 @@ from llmguard import (
     ProviderError,
     ProviderTimeout,
     RateLimited,
+    RefusalDelta,
     Request,
     StreamEvent,
     TextDelta,
@@ -682,10 +683,16 @@ async def test_an_error_reply_on_a_guard_stream_raises_on_enter() -> None:
 
 
 @pytest.mark.anyio
-async def test_refused_streams_as_an_empty_answer() -> None:
-    fake = FakeProvider([FakeReply.refused("no")])
+async def test_refused_streams_its_refusal_in_pieces() -> None:
+    fake = FakeProvider([FakeReply.refused("no, I won't")], chunk_size=4)
     got = await drain(fake, ask(""))
-    assert got == [UsageUpdate(usage=Usage(input_tokens=3, output_tokens=1)), Finish(reason="stop")]
+    assert got == [
+        RefusalDelta(text="no, "),
+        RefusalDelta(text="I wo"),
+        RefusalDelta(text="n't"),
+        UsageUpdate(usage=Usage(input_tokens=3, output_tokens=1)),
+        Finish(reason="stop"),
+    ]
 
 
 # Delays through the injected sleep ---------------------------------------------------

@@ -13,6 +13,7 @@ from .._types import (
     EMPTY_USAGE,
     Finish,
     Message,
+    RefusalDelta,
     Request,
     Response,
     StreamEvent,
@@ -246,6 +247,9 @@ def chat_events(chunk: Any, state: ChatStreamState) -> list[StreamEvent]:
                 text = content if type(content) is str else _text(content)
                 if text:
                     events.append(TextDelta(text=text))
+            refusal = delta.refusal
+            if refusal and type(refusal) is str:
+                events.append(RefusalDelta(text=refusal))
             if delta.tool_calls:
                 for call in delta.tool_calls:
                     function = call.function

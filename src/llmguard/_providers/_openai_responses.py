@@ -10,6 +10,7 @@ from .._types import (
     EMPTY_USAGE,
     Finish,
     Message,
+    RefusalDelta,
     Request,
     Response,
     StreamEvent,
@@ -151,6 +152,9 @@ def responses_events(event: Any, state: ResponsesStreamState) -> Iterator[Stream
     if kind == "response.output_text.delta":
         if event.delta:
             yield TextDelta(text=event.delta)
+    elif kind == "response.refusal.delta":
+        if event.delta:
+            yield RefusalDelta(text=event.delta)
     elif kind == "response.output_item.added":
         item = event.item
         if getattr(item, "type", None) == "function_call":

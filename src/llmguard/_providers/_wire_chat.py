@@ -22,6 +22,7 @@ from jiter import from_json
 from .._types import (
     EMPTY_USAGE,
     Finish,
+    RefusalDelta,
     Request,
     Response,
     StreamEvent,
@@ -162,6 +163,9 @@ def _dict_chunk_events(chunk: Any, state: ChatStreamState) -> list[StreamEvent]:
                 text = content if type(content) is str else _text(content)
                 if text:
                     events.append(TextDelta(text=text))
+            refusal = delta.get("refusal")
+            if refusal and type(refusal) is str:
+                events.append(RefusalDelta(text=refusal))
             calls = delta.get("tool_calls")
             if calls:
                 for call in calls:
@@ -194,6 +198,9 @@ def _chunk_events(chunk: Any, state: ChatStreamState) -> list[StreamEvent]:
                 text = content if type(content) is str else _text(content)
                 if text:
                     events.append(TextDelta(text=text))
+            refusal = _f(delta, "refusal")
+            if refusal and type(refusal) is str:
+                events.append(RefusalDelta(text=refusal))
             calls = _f(delta, "tool_calls")
             if calls:
                 for call in calls:

@@ -24,6 +24,7 @@ from .._errors import (
 from .._output.types import OutputMode
 from .._types import (
     Finish,
+    RefusalDelta,
     Request,
     Response,
     StreamEvent,
@@ -311,11 +312,17 @@ class FakeProvider:
         return FakeStream(self, request, reply, log)
 
     def events_for(self, request: Request, reply: FakeReply) -> list[StreamEvent]:
-        """The events a reply streams as: text chunks, tool-call chunks, usage, finish."""
+        """The events a reply streams as: text chunks, refusal chunks, tool-call chunks,
+        usage, finish."""
         size = self.chunk_size
         events: list[StreamEvent] = [
             TextDelta(text=reply.text[i : i + size]) for i in range(0, len(reply.text), size)
         ]
+        if reply.refusal is not None:
+            events.extend(
+                RefusalDelta(text=reply.refusal[i : i + size])
+                for i in range(0, len(reply.refusal), size)
+            )
         for index, call in enumerate(reply.tool_calls):
             events.append(ToolCallDelta(index=index, id=call.id, name=call.name))
             events.extend(
