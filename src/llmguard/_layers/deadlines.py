@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, suppress
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 import anyio
 
@@ -158,8 +158,10 @@ class _Timed(Generic[T]):
         "_loop",
         "_read_at",
         "_reading",
+        "_scope",
         "_source",
         "_started",
+        "_time",
         "_timer",
         "_total_at",
     )
@@ -183,6 +185,8 @@ class _Timed(Generic[T]):
         self._reading: anyio.CancelScope | None = None
         self._read_at = math.inf
         self._timer: asyncio.TimerHandle | None = None
+        self._time: Callable[[], float] = anyio.current_time
+        self._scope: Callable[..., Any] = anyio.CancelScope  # trio: trio's own, below
         if started is not None:
             self._start(started)
 
@@ -193,6 +197,11 @@ class _Timed(Generic[T]):
             self._loop = asyncio.get_running_loop()
         except RuntimeError:  # trio: a scope with a deadline costs what one without does
             self._loop = None
+            import trio  # running: anyio's scope wraps this one and costs half as much again
+
+            self._scope = trio.CancelScope
+        else:
+            self._time = self._loop.time  # what anyio.current_time reads, without its lookup
         if layer._first is not None:
             self._first_at = now + layer._first
         if layer._total is not None:
@@ -204,9 +213,11 @@ class _Timed(Generic[T]):
     async def __anext__(self) -> T:
         if self._source is None:  # a deadline fired already: the upstream is closed
             raise StopAsyncIteration
-        now = anyio.current_time()
         if self._started is None:
+            now = anyio.current_time()
             self._start(now)
+        else:
+            now = self._time()
         layer = self._layer
         if self._count:
             which, at = "total", self._total_at
@@ -219,7 +230,7 @@ class _Timed(Generic[T]):
         if at <= now:
             await self._fire(which, now)
         if self._loop is None:
-            with anyio.CancelScope(deadline=at) as scope:
+            with self._scope(deadline=at) as scope:
                 item = await self._source.__anext__()
         else:
             scope = self._reading = anyio.CancelScope()
