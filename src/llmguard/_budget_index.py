@@ -104,11 +104,15 @@ class IndexKeeper:
             if self._writing:
                 return  # the writer takes it along
             self._writing = True
+        batch: dict[tuple[str, str, str], Line] = {}
         try:
             while True:
                 with self._lock:
                     batch, self._pending = self._pending, {}
                     if not batch:
+                        # in the same hold of the lock that finds nothing left: an entry
+                        # queued after this is never left to a writer that has returned
+                        self._writing = False
                         return
                 try:
                     written = await self._write(shared, batch)
@@ -118,9 +122,13 @@ class IndexKeeper:
                     with self._lock:
                         for key in batch:
                             self._seen.pop(key, None)  # a later call tries again
-        finally:
+        except BaseException:  # cancelled (or worse) mid-write: a later call tries again
             with self._lock:
                 self._writing = False
+                for key in (*batch, *self._pending):
+                    self._seen.pop(key, None)
+                self._pending = {}
+            raise
 
     async def _write(self, shared: SharedState, batch: dict[tuple[str, str, str], Line]) -> bool:
         lines = {(line.name, line.unit): line for line in batch.values()}

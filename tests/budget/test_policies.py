@@ -398,3 +398,40 @@ async def test_a_settle_that_hangs_is_abandoned_after_its_bound(
         assert (await guard.complete(ASK)).text == "ok"
     assert anyio.current_time() - start == pytest.approx(10.0)
     assert any("was abandoned" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_index_writer_cancelled_mid_write_leaves_the_entries_to_a_later_call() -> None:
+    """The writer of the budget index is cancelled while its compare-and-set waits: the
+    entry it carried, and one another call queued for it meanwhile, are written by the
+    next call that brings them, not forgotten as already seen."""
+    import anyio
+
+    from llmguard._budget_index import IndexKeeper
+    from llmguard._budget_limits import Line
+
+    class SlowStore(MemoryStore):
+        def __init__(self) -> None:
+            super().__init__(clock=WallClock())
+            self.hold = True
+            self.waiting = anyio.Event()
+
+        async def compare_and_set(self, *args: object, **kwargs: object) -> bool:
+            if self.hold:
+                self.waiting.set()
+                await anyio.sleep_forever()
+            return await super().compare_and_set(*args, **kwargs)  # type: ignore[arg-type]
+
+    store = SlowStore()
+    keeper = IndexKeeper(store)
+    line = Line(Limit(tokens=100, per="hour", scope="user", name="u"), "tokens", 100)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(keeper.remember, line, "user=a")
+        await store.waiting.wait()
+        await keeper.remember(line, "user=b")  # queued for the writer, which returns
+        assert keeper.knows(line, "user=b")
+        tg.cancel_scope.cancel()
+    assert not keeper.knows(line, "user=a") and not keeper.knows(line, "user=b")
+    store.hold = False
+    await keeper.remember(line, "user=a")
+    await keeper.remember(line, "user=b")
+    assert [s.scope for s in await llmguard.budget_report(store)] == ["user=a", "user=b"]
