@@ -21,8 +21,9 @@ from llmguard import _fast_init
 from llmguard._fast_init import fast_init, replace
 
 
-def _shapes(fast: bool) -> dict[str, type]:
-    """The same classes, with (``fast``) or without ``fast_init``."""
+def _shapes(fast: bool, only: str | None = None) -> dict[str, type]:
+    """The same classes, with (``fast``) or without ``fast_init``; fresh ones each time
+    (``only``: just the one of that name)."""
     wrap: Callable[[type], type] = fast_init if fast else (lambda cls: cls)
 
     @dataclass(frozen=True, slots=True)
@@ -75,7 +76,8 @@ def _shapes(fast: bool) -> dict[str, type]:
         x: int
         later: int = field(init=False)
 
-    return {cls.__name__: wrap(cls) for cls in (Mixed, Keywords, Plain, Empty, Unset)}
+    shapes = (Mixed, Keywords, Plain, Empty, Unset)
+    return {cls.__name__: wrap(cls) for cls in shapes if only in (None, cls.__name__)}
 
 
 FAST = _shapes(True)
@@ -203,6 +205,22 @@ def test_only_classes_whose_fields_all_take_init_get_replace() -> None:
         assert "__replace__" in vars(FAST[name])
     for name in ("Mixed", "Unset"):
         assert "__replace__" not in vars(FAST[name])
+
+
+def test_replace_is_built_on_its_first_call() -> None:
+    """``__replace__`` starts as a stub that builds the real one on its first call and
+    puts it on the class; a reference to the stub held before keeps working."""
+    (cls,) = _shapes(True, only="Plain").values()
+    stub = vars(cls)["__replace__"]
+    assert stub.__qualname__ == f"{cls.__qualname__}.__replace__" and stub.__module__ == __name__
+    first = replace(cls(1), y=5)
+    real = vars(cls)["__replace__"]
+    assert real is not stub and real.__qualname__ == stub.__qualname__
+    assert values(first) == {"x": 1, "y": 5}
+    assert values(stub(cls(2), x=3)) == {"x": 3, "y": 2}  # the old stub: the real one
+    assert vars(cls)["__replace__"] is real  # built once
+    with pytest.raises(TypeError, match="unexpected keyword argument 'z'"):
+        stub(cls(1), z=1)
 
 
 @pytest.mark.parametrize(

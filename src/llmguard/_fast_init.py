@@ -7,6 +7,10 @@ are built several times per call, so ``fast_init`` gives them an ``__init__`` th
 does exactly what the generated one does (the same parameters, defaults, default
 factories and ``__post_init__``) through the slot descriptors. The instances are the
 same: still frozen (``__setattr__`` is untouched), equal, hashed and printed the same.
+
+``__replace__`` is generated on its first call (``import llmguard`` would otherwise
+build one for every such class, and most are never replaced in a process). Classes stay
+declared with dataclasses' own ``__init__`` (``init=True``), which type checkers read.
 """
 
 from __future__ import annotations
@@ -42,9 +46,9 @@ _FACTORY: Any = getattr(dataclasses, "_HAS_DEFAULT_FACTORY", None) or _Factory()
 
 
 def fast_init(cls: type[T]) -> type[T]:
-    """Replace the dataclass ``cls``'s ``__init__`` (frozen, slotted, no ``InitVar``)."""
+    """Replace the dataclass ``cls``'s ``__init__`` (frozen, slotted, no ``InitVar``)
+    with one that does the same through its slots."""
     params = dataclasses.fields(cls)  # type: ignore[arg-type]
-    original = cls.__init__
     namespace: dict[str, Any] = {"_FACTORY": _FACTORY}
     positional: list[str] = []
     keyword: list[str] = []
@@ -81,11 +85,31 @@ def fast_init(cls: type[T]) -> type[T]:
     init = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__module__ = cls.__module__
-    init.__annotations__ = dict(getattr(original, "__annotations__", {}))
+    # the annotations dataclasses gives its __init__: each parameter's type, returns None
+    init.__annotations__ = {f.name: f.type for f in params if f.init} | {"return": None}
     cls.__init__ = init  # type: ignore[method-assign]
     if all(field.init for field in params):
-        cls.__replace__ = _replacer(cls, params, namespace)  # type: ignore[attr-defined]
+        cls.__replace__ = _lazy_replacer(cls, params, namespace)  # type: ignore[attr-defined]
     return cls
+
+
+def _lazy_replacer(
+    cls: type, params: tuple[dataclasses.Field[Any], ...], namespace: dict[str, Any]
+) -> Any:
+    """A ``__replace__`` that builds the real one on its first call and puts it on the
+    class in its place (most classes are never replaced in a process)."""
+
+    def __replace__(self: Any, /, **changes: Any) -> Any:
+        current = vars(cls).get("__replace__")
+        if current is not None and current is not __replace__:  # built already
+            return current(self, **changes)
+        real = _replacer(cls, params, namespace)  # two threads at once: both build one
+        cls.__replace__ = real  # type: ignore[attr-defined]
+        return real(self, **changes)
+
+    __replace__.__qualname__ = f"{cls.__qualname__}.__replace__"
+    __replace__.__module__ = cls.__module__
+    return __replace__
 
 
 def _replacer(
