@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import threading
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 from cachetools import LRUCache
 
 from ._budget_limits import BudgetStatus, Line, Unit, ledger_key, reset_time
@@ -33,6 +35,7 @@ INDEX_KEY = "budget-index"
 #: At most this many scopes are listed per budget line (the latest seen).
 MAX_SCOPES = 1000
 _CAS_TRIES = 8
+_CAS_BACKOFF_S = 0.002  # the most a lost race waits, times the tries so far
 
 
 def _scopes_key(name: str, unit: str) -> str:
@@ -55,8 +58,14 @@ def _window_from(data: dict[str, Any]) -> Window:
 
 async def _update(store: SharedState, key: str, change: Callable[[Any], Any], empty: Any) -> bool:
     """Read-change-write ``key`` (JSON) with compare-and-set, retrying on a race; false
-    when every try lost a race (a later call tries again)."""
-    for _ in range(_CAS_TRIES):
+    when every try lost a race (a later call tries again).
+
+    A lost race waits a short random while before the next try: writers that read in
+    the same order each round would otherwise lose in the same order too (seen: one
+    worker losing all its tries while two others kept writing)."""
+    for attempt in range(_CAS_TRIES):
+        if attempt:
+            await anyio.sleep(random.uniform(0, _CAS_BACKOFF_S * attempt))
         current = await store.read(key)
         data = json.loads(current.value) if current is not None else empty
         changed = change(json.loads(json.dumps(data)))
