@@ -118,6 +118,8 @@ class IndexKeeper:
             while True:
                 with self._lock:
                     batch, self._pending = self._pending, {}
+                    for key in batch:  # some left by a cancelled writer were unmarked
+                        self._seen[key] = True
                     if not batch:
                         # in the same hold of the lock that finds nothing left: an entry
                         # queued after this is never left to a writer that has returned
@@ -131,12 +133,12 @@ class IndexKeeper:
                     with self._lock:
                         for key in batch:
                             self._seen.pop(key, None)  # a later call tries again
-        except BaseException:  # cancelled (or worse) mid-write: a later call tries again
+        except BaseException:  # cancelled (or worse) mid-write: the next writer takes them
             with self._lock:
                 self._writing = False
-                for key in (*batch, *self._pending):
-                    self._seen.pop(key, None)
-                self._pending = {}
+                self._pending = {**batch, **self._pending}
+                for key in self._pending:
+                    self._seen.pop(key, None)  # and their own next call starts one
             raise
 
     async def _write(self, shared: SharedState, batch: dict[tuple[str, str, str], Line]) -> bool:
