@@ -216,12 +216,11 @@ async def measure_local(rounds: int, calls: int) -> tuple[Figures, Figures, Figu
 
 
 async def measure_openai(rounds: int, calls: int) -> Figures:
-    from _openai_fake import fake_client
+    from _openai_fake import fake_client, raw_call, raw_stream
 
     from llmguard import OpenAIProvider
 
     client = fake_client()
-    messages: list[Any] = [{"role": "user", "content": "hello"}]
     request = Request.create(model="gpt-4o-mini", user="hello")
     provider = OpenAIProvider(client)
     bare = Guard(provider, timeout=None)
@@ -229,18 +228,10 @@ async def measure_openai(rounds: int, calls: int) -> Figures:
     routed = Guard(provider, [Router([Route(model="x", tags={"t"})]), *stack()], timeout=None)
 
     async def raw() -> None:
-        await client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+        await raw_call(client)
 
-    async def raw_stream() -> None:
-        stream = await client.chat.completions.create(
-            model="gpt-4o-mini",
-            messages=messages,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-        async for _ in stream:
-            pass
-        await stream.close()
+    async def raw_whole_stream() -> None:
+        await raw_stream(client)
 
     def streamed(guard: Guard) -> Call:
         async def run() -> None:
@@ -259,7 +250,7 @@ async def measure_openai(rounds: int, calls: int) -> Figures:
         "... + Router": lambda: routed.complete(request),
     }
     streams: dict[str, Call] = {
-        "stream (100 chunks): raw openai SDK": raw_stream,
+        "stream (100 chunks): raw openai SDK": raw_whole_stream,
         "stream: Guard(OpenAIProvider), no layers": streamed(bare),
         "stream: Guard(OpenAIProvider) + Fallback + CircuitBreaker + Retry": streamed(guarded),
     }

@@ -93,8 +93,8 @@ class StreamAssembler:
 
     def output_chars(self) -> str:
         """Everything the model produced so far, for estimating output tokens."""
-        refusal = "".join(self._refusal or ())
-        return self.text + refusal + "".join(p[1] + p[2] for p in self._calls.values())
+        calls = "".join(p[1] + p[2] for p in self._calls.values())
+        return self.text + (self.refusal or "") + calls
 
     def response(self) -> Response:
         """The response the events so far add up to."""

@@ -156,7 +156,7 @@ class _TrackedEvents:
             self._attempt.error = type(exc).__name__
             raise
         kind = type(event)
-        if kind is TextDelta:
+        if kind is TextDelta or kind is RefusalDelta:
             self._chars += len(event.text)  # type: ignore[union-attr]
             if self._attempt.first_event_at is None:
                 self._attempt.first_event_at = self._clock.now()
@@ -165,10 +165,6 @@ class _TrackedEvents:
             self._attempt.usage = event.usage  # type: ignore[union-attr]
         elif kind is ToolCallDelta:
             self._chars += len(event.arguments) + len(event.name or "")  # type: ignore[union-attr]
-            if self._attempt.first_event_at is None:
-                self._attempt.first_event_at = self._clock.now()
-        elif kind is RefusalDelta:
-            self._chars += len(event.text)  # type: ignore[union-attr]
             if self._attempt.first_event_at is None:
                 self._attempt.first_event_at = self._clock.now()
         return event

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
@@ -15,11 +14,6 @@ import anyio
 from .._assemble import estimate_tokens
 from .._errors import (
     ConfigurationError,
-    LLMGuardError,
-    MalformedResponse,
-    ProviderError,
-    ProviderTimeout,
-    RateLimited,
 )
 from .._output.types import OutputMode
 from .._types import (
@@ -29,111 +23,17 @@ from .._types import (
     Response,
     StreamEvent,
     TextDelta,
-    ToolCall,
     ToolCallDelta,
     Usage,
     UsageUpdate,
 )
+from ._fake_reply import FakeReply, FakeScriptExhausted, as_reply
 
 __all__ = ["FakeProvider", "FakeReply", "FakeRule", "FakeScriptExhausted", "FakeStreamLog"]
+# FakeReply and FakeScriptExhausted live in _fake_reply; they are named here too, where
+# the fake provider's users have always imported them from.
 
 Sleep = Callable[[float], Any]
-
-
-class FakeScriptExhausted(LLMGuardError, AssertionError):
-    """The fake provider was called more often than its script has replies for."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FakeReply:
-    """One scripted answer. Build it with the class methods; a plain ``str`` is text.
-
-    ``error`` is raised instead of answering (for a stream: before the first event,
-    or after ``error_after`` events, which makes a cut stream). ``hang`` never
-    answers. Delays, when set, override the provider's defaults.
-    """
-
-    text: str = ""
-    tool_calls: tuple[ToolCall, ...] = ()
-    finish_reason: str | None = None
-    usage: Usage | None = None
-    refusal: str | None = None
-    model: str | None = None
-    error: BaseException | None = None
-    error_after: int | None = None
-    hang: bool = False
-    first_token_delay: float | None = None
-    chunk_delay: float | None = None
-
-    @classmethod
-    def of_text(
-        cls, text: str, *, usage: Usage | None = None, finish_reason: str = "stop"
-    ) -> FakeReply:
-        """A plain text answer."""
-        return cls(text=text, usage=usage, finish_reason=finish_reason)
-
-    @classmethod
-    def tool_call(
-        cls, name: str, arguments: Mapping[str, Any] | str = "{}", *, id: str | None = None
-    ) -> FakeReply:
-        """One tool call; ``arguments`` as a mapping (sent as JSON) or raw text."""
-        raw = arguments if isinstance(arguments, str) else json.dumps(dict(arguments))
-        return cls(tool_calls=(ToolCall(id=id or f"call_{name}", name=name, arguments=raw),))
-
-    @classmethod
-    def tool_calls_of(cls, *calls: ToolCall) -> FakeReply:
-        """Several (parallel) tool calls in one answer."""
-        return cls(tool_calls=calls)
-
-    @classmethod
-    def json(cls, value: Any) -> FakeReply:
-        """A structured answer: ``value`` serialised as JSON text."""
-        return cls(text=json.dumps(value))
-
-    @classmethod
-    def rate_limited(cls, *, retry_after: float | None = None) -> FakeReply:
-        """A 429 with an optional ``retry_after`` in seconds."""
-        return cls(error=RateLimited(retry_after=retry_after, provider="fake"))
-
-    @classmethod
-    def server_error(cls, status_code: int = 500) -> FakeReply:
-        """A 5xx (retryable) or any other status."""
-        return cls(
-            error=ProviderError(f"fake provider error {status_code}", status_code=status_code)
-        )
-
-    @classmethod
-    def timeout(cls) -> FakeReply:
-        """The provider's own request timing out (``ProviderTimeout``)."""
-        return cls(error=ProviderTimeout(provider="fake"))
-
-    @classmethod
-    def malformed(cls) -> FakeReply:
-        """An answer that cannot be read (``MalformedResponse``)."""
-        return cls(error=MalformedResponse("fake provider sent malformed output", provider="fake"))
-
-    @classmethod
-    def refused(cls, refusal: str) -> FakeReply:
-        """The model refuses; ``Response.refusal`` carries the text."""
-        return cls(refusal=refusal, finish_reason="stop")
-
-    @classmethod
-    def cut(cls, text: str, *, after: int, error: BaseException | None = None) -> FakeReply:
-        """A stream that sends ``after`` events of ``text`` and then breaks."""
-        return cls(
-            text=text,
-            error=error or ProviderError("fake stream cut", retryable=True),
-            error_after=after,
-        )
-
-    @classmethod
-    def hanging(cls) -> FakeReply:
-        """Never answers (to test deadlines)."""
-        return cls(hang=True)
-
-
-def _as_reply(reply: FakeReply | str) -> FakeReply:
-    return FakeReply(text=reply) if isinstance(reply, str) else reply
 
 
 @dataclass(slots=True, kw_only=True)
@@ -156,7 +56,7 @@ class FakeRule:
 
     def reply(self, reply: FakeReply | str, *, times: int | None = None) -> FakeRule:
         """Answer ``times`` matching requests with ``reply`` (``None``: every one)."""
-        item = _as_reply(reply)
+        item = as_reply(reply)
         if times is None:
             self.always = item
         else:
@@ -220,10 +120,10 @@ class FakeProvider:
         self.latency = latency
         self.first_token_delay = first_token_delay
         self.chunk_delay = chunk_delay
-        self.default = None if default is None else _as_reply(default)
+        self.default = None if default is None else as_reply(default)
         self._sleep: Sleep = sleep or anyio.sleep
         self.structured_output: OutputMode = structured_output
-        self._queue: deque[FakeReply] = deque(_as_reply(r) for r in replies)
+        self._queue: deque[FakeReply] = deque(as_reply(r) for r in replies)
         self._rules: list[FakeRule] = []
         self.requests: list[Request] = []
         self.streams: list[FakeStreamLog] = []
@@ -239,7 +139,7 @@ class FakeProvider:
 
     def add(self, *replies: FakeReply | str) -> FakeProvider:
         """Append replies to the script."""
-        self._queue.extend(_as_reply(r) for r in replies)
+        self._queue.extend(as_reply(r) for r in replies)
         return self
 
     def when(self, predicate: Callable[[Request], bool] | str) -> FakeRule:
